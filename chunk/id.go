@@ -1,0 +1,76 @@
+package chunk
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	"github.com/zeebo/blake3"
+)
+
+// IDSize is the length in bytes of a chunk ID.
+const IDSize = 32
+
+// ErrInvalidID is returned by ParseID for a string that is not 64 lowercase hex digits.
+var ErrInvalidID = errors.New("invalid chunk id")
+
+// ID names a chunk: the BLAKE3-256 hash of its uncompressed bytes. It is the
+// only thing that becomes a key or an object name, so it is parsed, never
+// built from unchecked strings.
+type ID [IDSize]byte
+
+// Sum returns the ID of data.
+func Sum(data []byte) ID {
+	return ID(blake3.Sum256(data))
+}
+
+// ParseID parses the 64-character lowercase hex form returned by ID.String.
+func ParseID(s string) (ID, error) {
+	var id ID
+	if len(s) != 2*IDSize {
+		return id, fmt.Errorf("%w: %q has %d characters, want %d", ErrInvalidID, truncate(s), len(s), 2*IDSize)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return id, fmt.Errorf("%w: %q is not lowercase hex", ErrInvalidID, truncate(s))
+		}
+	}
+	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
+		return id, fmt.Errorf("%w: %w", ErrInvalidID, err)
+	}
+	return id, nil
+}
+
+// String returns the lowercase hex form of id.
+func (id ID) String() string {
+	return hex.EncodeToString(id[:])
+}
+
+// IsZero reports whether id is the zero value (no chunk), not the ID of zero bytes.
+func (id ID) IsZero() bool {
+	return id == ID{}
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (id ID) MarshalText() ([]byte, error) {
+	return []byte(id.String()), nil
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler with ParseID's checks.
+func (id *ID) UnmarshalText(b []byte) error {
+	parsed, err := ParseID(string(b))
+	if err != nil {
+		return err
+	}
+	*id = parsed
+	return nil
+}
+
+func truncate(s string) string {
+	const maxShown = 80
+	if len(s) > maxShown {
+		return s[:maxShown] + "..."
+	}
+	return s
+}

@@ -1,0 +1,499 @@
+package index_test
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/cocoonstack/epoch-dedup/chunk"
+	"github.com/cocoonstack/epoch-dedup/index"
+	"github.com/cocoonstack/epoch-dedup/index/indextest"
+)
+
+func randID(rng *rand.Rand) chunk.ID {
+	var id chunk.ID
+	for i := range id {
+		id[i] = byte(rng.UintN(256))
+	}
+	return id
+}
+
+// randPack returns a pack of n chunks in blocks of 16 chunks of 4 KiB.
+func randPack(rng *rand.Rand, n int) index.PackRecord {
+	p := index.PackRecord{Pack: randID(rng)}
+	for i := range n {
+		block := uint64(i/16) * 20000
+		p.Entries = append(p.Entries, index.PackEntry{
+			ID: randID(rng), BlockOffset: block, BlockLength: 20000,
+			Offset: uint32(i%16) * 4096, Length: 4096,
+		})
+	}
+	p.Size = int64(n/16+1) * 20000
+	return p
+}
+
+func addPack(t testing.TB, db *indextest.DB, p index.PackRecord) {
+	t.Helper()
+	if err := db.AddPack(p.Pack, p.Size, p.Entries); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func wantLocation(t *testing.T, db *indextest.DB, p index.PackRecord, e index.PackEntry) {
+	t.Helper()
+	loc, ok, err := db.Lookup(e.ID)
+	if err != nil || !ok {
+		t.Fatalf("lookup %s: ok=%v err=%v", e.ID, ok, err)
+	}
+	want := index.Location{Pack: p.Pack, BlockOffset: e.BlockOffset, BlockLength: e.BlockLength, Offset: e.Offset, Length: e.Length}
+	if loc != want {
+		t.Fatalf("lookup %s = %+v, want %+v", e.ID, loc, want)
+	}
+}
+
+func TestOpen_Reopen(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 1))
+	db := indextest.MustOpen(t, "", nil)
+	if db.Recreated() {
+		t.Fatal("fresh file reported as recreated")
+	}
+	p := randPack(rng, 100)
+	addPack(t, db, p)
+	db = db.MustReopen()
+	if db.Recreated() {
+		t.Fatal("reopen recreated the file")
+	}
+	wantLocation(t, db, p, p.Entries[42])
+	if n, err := db.ChunkCount(); err != nil || n != 100 {
+		t.Fatalf("ChunkCount = %d, %v", n, err)
+	}
+}
+
+func TestOpen_Recreate(t *testing.T) {
+	writeBolt := func(fn func(tx *bolt.Tx) error) func(t *testing.T, path string) {
+		return func(t *testing.T, path string) {
+			b, err := bolt.Open(path, 0o600, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Update(fn); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	tests := []struct {
+		name  string
+		setup func(t *testing.T, path string)
+		want  error
+	}{
+		{"garbage", func(t *testing.T, path string) {
+			if err := os.WriteFile(path, []byte("this is not a bbolt file, it is a cache that got clobbered"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, nil},
+		{"zeroed pages", func(t *testing.T, path string) {
+			if err := os.WriteFile(path, make([]byte, 64<<10), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, nil},
+		{"foreign bbolt", writeBolt(func(tx *bolt.Tx) error {
+			_, err := tx.CreateBucket([]byte("someone-else"))
+			return err
+		}), index.ErrBadMagic},
+		{"other version", writeBolt(func(tx *bolt.Tx) error {
+			b, err := tx.CreateBucket([]byte("meta"))
+			if err != nil {
+				return err
+			}
+			if err := b.Put([]byte("magic"), []byte("epoch-dedup index")); err != nil {
+				return err
+			}
+			return b.Put([]byte("version"), []byte{0, 0, 0, 99})
+		}), index.ErrVersion},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "index.db")
+			tt.setup(t, path)
+			db := indextest.MustOpen(t, path, nil)
+			if !db.Recreated() {
+				t.Fatal("not recreated")
+			}
+			if tt.want != nil && !errors.Is(db.RecreateReason(), tt.want) {
+				t.Fatalf("reason %v, want %v", db.RecreateReason(), tt.want)
+			}
+			if _, err := os.Stat(path + ".broken"); err != nil {
+				t.Fatalf("old file not kept aside: %v", err)
+			}
+			addPack(t, db, randPack(rand.New(rand.NewPCG(2, 2)), 10))
+		})
+	}
+}
+
+// A locked file is busy, not broken: Open must fail and leave it alone.
+func TestOpen_ErrTimeout(t *testing.T) {
+	db := indextest.MustOpen(t, "", nil)
+	_, err := index.Open(db.Path(), &index.Options{Timeout: 50 * time.Millisecond})
+	if !errors.Is(err, berrors.ErrTimeout) {
+		t.Fatalf("got %v, want timeout", err)
+	}
+	if _, err := os.Stat(db.Path() + ".broken"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("busy file moved aside")
+	}
+}
+
+func TestDB_AddPack(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	db := indextest.MustOpen(t, "", nil)
+	p1, p2 := randPack(rng, 50), randPack(rng, 50)
+	p2.Entries[0].ID = p1.Entries[0].ID // one chunk in two packs
+	addPack(t, db, p1)
+	addPack(t, db, p2)
+	addPack(t, db, p1) // idempotent
+	for _, e := range p1.Entries[1:] {
+		wantLocation(t, db, p1, e)
+	}
+	if !db.HasPack(p1.Pack) || db.HasPack(randID(rng)) {
+		t.Fatal("HasPack")
+	}
+	if n, _ := db.PackCount(); n != 2 {
+		t.Fatalf("PackCount = %d", n)
+	}
+	if n, _ := db.ChunkCount(); n != 100 {
+		t.Fatalf("ChunkCount = %d", n)
+	}
+	ids := []chunk.ID{p1.Entries[3].ID, randID(rng), p2.Entries[7].ID}
+	var got []bool
+	err := db.LookupMany(ids, func(i int, loc index.Location, ok bool) {
+		got = append(got, ok)
+		if ok && loc.Length != 4096 {
+			t.Errorf("entry %d: %+v", i, loc)
+		}
+	})
+	if err != nil || fmt.Sprint(got) != "[true false true]" {
+		t.Fatalf("LookupMany: %v %v", got, err)
+	}
+
+	// Removing one of the two packs of the shared chunk keeps the other.
+	if err := db.RemovePack(p1.Pack); err != nil {
+		t.Fatal(err)
+	}
+	wantLocation(t, db, p2, p2.Entries[0])
+	if _, ok, _ := db.Lookup(p1.Entries[5].ID); ok {
+		t.Fatal("chunk of removed pack still found")
+	}
+	if err := db.RemovePack(p1.Pack); err != nil {
+		t.Fatal(err)
+	}
+
+	bad := randPack(rng, 3)
+	bad.Entries[1].BlockOffset = uint64(bad.Size)
+	if err := db.AddPack(bad.Pack, bad.Size, bad.Entries); !errors.Is(err, index.ErrInvalidArgument) {
+		t.Fatalf("entry past pack: %v", err)
+	}
+}
+
+func TestDB_Ingest(t *testing.T) {
+	rng := rand.New(rand.NewPCG(4, 4))
+	db := indextest.MustOpen(t, "", nil)
+	packs := []index.PackRecord{randPack(rng, 10), randPack(rng, 20)}
+	for range 2 {
+		if err := db.Ingest("push-1", packs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ok, err := db.Ingested("push-1"); err != nil || !ok {
+		t.Fatalf("Ingested = %v, %v", ok, err)
+	}
+	if ok, _ := db.Ingested("push-2"); ok {
+		t.Fatal("unknown name ingested")
+	}
+	if n, _ := db.ChunkCount(); n != 30 {
+		t.Fatalf("ChunkCount = %d", n)
+	}
+	// A bad pack fails the whole ingest: neither packs nor name recorded.
+	bad := []index.PackRecord{randPack(rng, 5), {Pack: randID(rng), Size: -1}}
+	if err := db.Ingest("push-3", bad); !errors.Is(err, index.ErrInvalidArgument) {
+		t.Fatalf("got %v", err)
+	}
+	if ok, _ := db.Ingested("push-3"); ok || db.HasPack(bad[0].Pack) {
+		t.Fatal("failed ingest left traces")
+	}
+}
+
+func TestDB_LocalFiles(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	db := indextest.MustOpen(t, "", nil)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "memory-ranges")
+	if err := os.WriteFile(path, make([]byte, 16384), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := index.ValidatorFor(fi)
+	if v.Size != 16384 || v.ModTimeNs == 0 || v.Inode == 0 {
+		t.Fatalf("validator %+v", v)
+	}
+	a, b, c := randID(rng), randID(rng), randID(rng)
+	chunks := []index.LocalChunk{{a, 0, 4096}, {b, 4096, 4096}, {a, 8192, 4096}, {c, 12288, 4096}}
+	if err := db.AddLocalFile(path, v, chunks); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(dir, "cow.raw")
+	if err := db.AddLocalFile(other, index.Validator{Size: 100}, []index.LocalChunk{{a, 50, 50}}); err != nil {
+		t.Fatal(err)
+	}
+	refs, err := db.FindLocal(a)
+	if err != nil || len(refs) != 2 {
+		t.Fatalf("FindLocal = %+v, %v", refs, err)
+	}
+	for _, r := range refs {
+		if r.Path == path && (r.Offset != 0 || r.Validator != v) {
+			t.Fatalf("ref %+v: want the first offset and the validator", r)
+		}
+	}
+	// Replace: the new content no longer holds b.
+	v.Size = 8192
+	if err := db.AddLocalFile(path, v, []index.LocalChunk{{c, 0, 4096}}); err != nil {
+		t.Fatal(err)
+	}
+	if refs, _ := db.FindLocal(b); len(refs) != 0 {
+		t.Fatalf("stale ref after replace: %+v", refs)
+	}
+	if refs, _ := db.FindLocal(c); len(refs) != 1 || refs[0].Offset != 0 {
+		t.Fatalf("FindLocal after replace: %+v", refs)
+	}
+	if err := db.ForgetLocalFile(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.ForgetLocalFile(path); err != nil {
+		t.Fatal(err)
+	}
+	if refs, _ := db.FindLocal(c); len(refs) != 0 {
+		t.Fatalf("ref after forget: %+v", refs)
+	}
+	if files, err := db.LocalFiles(); err != nil || len(files) != 1 || files[0] != other {
+		t.Fatalf("LocalFiles = %v, %v", files, err)
+	}
+	for _, tc := range []struct {
+		path   string
+		chunks []index.LocalChunk
+	}{
+		{"relative/path", nil},
+		{"/a/../b", nil},
+		{other, []index.LocalChunk{{a, 90, 20}}},
+		{other, []index.LocalChunk{{a, -1, 1}}},
+		{other, []index.LocalChunk{{chunk.ID{}, 0, 1}}},
+	} {
+		if err := db.AddLocalFile(tc.path, index.Validator{Size: 100}, tc.chunks); !errors.Is(err, index.ErrInvalidArgument) {
+			t.Errorf("AddLocalFile(%q, %v) = %v", tc.path, tc.chunks, err)
+		}
+	}
+}
+
+// TestDB_Check injects inconsistencies behind the index's back and expects
+// Check to name them.
+func TestDB_Check(t *testing.T) {
+	rng := rand.New(rand.NewPCG(6, 6))
+	tests := []struct {
+		name   string
+		inject func(tx *bolt.Tx, p index.PackRecord) error
+	}{
+		{"pack record gone", func(tx *bolt.Tx, p index.PackRecord) error {
+			return tx.Bucket([]byte("packs")).Delete(p.Pack[:])
+		}},
+		{"location gone", func(tx *bolt.Tx, p index.PackRecord) error {
+			return tx.Bucket([]byte("chunks")).Delete(append(p.Entries[0].ID[:], p.Pack[:]...))
+		}},
+		{"file gone", func(tx *bolt.Tx, _ index.PackRecord) error {
+			c := tx.Bucket([]byte("files")).Cursor()
+			k, _ := c.First()
+			return tx.Bucket([]byte("files")).Delete(k)
+		}},
+		{"meta version", func(tx *bolt.Tx, _ index.PackRecord) error {
+			return tx.Bucket([]byte("meta")).Put([]byte("version"), []byte{0, 0, 0, 7})
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "index.db")
+			db, err := index.Open(path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := randPack(rng, 20)
+			if err := db.AddPack(p.Pack, p.Size, p.Entries); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.AddLocalFile("/x", index.Validator{Size: 10}, []index.LocalChunk{{p.Entries[0].ID, 0, 10}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Check(); err != nil {
+				t.Fatalf("clean db: %v", err)
+			}
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+			b, err := bolt.Open(path, 0o600, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Update(func(tx *bolt.Tx) error { return tt.inject(tx, p) }); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if tt.name == "meta version" {
+				db, err := index.Open(path, nil)
+				if err != nil || !db.Recreated() {
+					t.Fatalf("open: %v, recreated %v", err, db != nil && db.Recreated())
+				}
+				_ = db.Close()
+				return
+			}
+			db, err = index.Open(path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			err = db.Check()
+			if !errors.Is(err, index.ErrCorrupt) {
+				t.Fatalf("Check = %v, want ErrCorrupt", err)
+			}
+			t.Log(err)
+		})
+	}
+}
+
+func TestDB_ConcurrentReaders(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	db := indextest.MustOpen(t, "", nil)
+	first := randPack(rng, 1000)
+	addPack(t, db, first)
+	more := make([]index.PackRecord, 20)
+	for i := range more {
+		more[i] = randPack(rng, 200)
+	}
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	errs := make(chan error, 8)
+	for range 4 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				e := first.Entries[i%len(first.Entries)]
+				loc, ok, err := db.Lookup(e.ID)
+				if err != nil || !ok || loc.Pack != first.Pack || loc.Offset != e.Offset {
+					errs <- fmt.Errorf("lookup %d: %+v %v %v", i, loc, ok, err)
+					return
+				}
+			}
+		})
+	}
+	for _, p := range more {
+		addPack(t, db, p)
+	}
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+func benchPacks(n, per int) []index.PackRecord {
+	rng := rand.New(rand.NewPCG(8, 8))
+	packs := make([]index.PackRecord, n)
+	for i := range packs {
+		packs[i] = randPack(rng, per)
+	}
+	return packs
+}
+
+// BenchmarkDB_AddPack inserts the chunks of a 1 GiB file at 4 KiB (131072
+// distinct ids) as 32 packs of 4096 entries into an empty index, one
+// transaction per pack.
+func BenchmarkDB_AddPack(b *testing.B) {
+	packs := benchPacks(32, 4096)
+	for _, noSync := range []bool{false, true} {
+		b.Run(fmt.Sprintf("NoSync=%v", noSync), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				b.StopTimer()
+				db, err := index.Open(filepath.Join(b.TempDir(), "index.db"), &index.Options{NoSync: noSync})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				for _, p := range packs {
+					if err := db.AddPack(p.Pack, p.Size, p.Entries); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StopTimer()
+				if err := db.Close(); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/(32*4096), "ns/chunk")
+		})
+	}
+}
+
+func BenchmarkDB_Lookup(b *testing.B) {
+	packs := benchPacks(32, 4096)
+	db, err := index.Open(filepath.Join(b.TempDir(), "index.db"), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	ids := make([]chunk.ID, 0, 32*4096)
+	for _, p := range packs {
+		if err := db.AddPack(p.Pack, p.Size, p.Entries); err != nil {
+			b.Fatal(err)
+		}
+		for _, e := range p.Entries {
+			ids = append(ids, e.ID)
+		}
+	}
+	b.Run("Lookup", func(b *testing.B) {
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			if _, ok, err := db.Lookup(ids[i%len(ids)]); !ok || err != nil {
+				b.Fatal(ok, err)
+			}
+			i += 7919
+		}
+	})
+	b.Run("LookupMany", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			found := 0
+			if err := db.LookupMany(ids, func(int, index.Location, bool) { found++ }); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(ids)), "ns/id")
+	})
+}

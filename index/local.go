@@ -1,0 +1,232 @@
+package index
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/cocoonstack/epoch-dedup/chunk"
+)
+
+// Validator identifies a version of a local file cheaply. A pull compares
+// it with a fresh stat before reading chunk bytes from the file, and then
+// re-hashes the bytes anyway: a file rewritten in place within the mtime
+// granularity keeps its validator.
+type Validator struct {
+	Size      int64
+	ModTimeNs int64
+	Inode     uint64
+	Dev       uint64
+}
+
+// LocalChunk is a chunk found in a local file at [Offset, Offset+Length).
+type LocalChunk struct {
+	ID     chunk.ID
+	Offset int64
+	Length uint32
+}
+
+// LocalRef is a candidate copy of a chunk in a local file.
+type LocalRef struct {
+	Path      string
+	Offset    int64
+	Length    uint32
+	Validator Validator
+}
+
+// ValidatorFor returns the validator of the file fi describes. Inode and
+// Dev are zero where the platform does not expose them.
+func ValidatorFor(fi os.FileInfo) Validator {
+	v := Validator{Size: fi.Size(), ModTimeNs: fi.ModTime().UnixNano()}
+	v.Inode, v.Dev = inodeDev(fi)
+	return v
+}
+
+// AddLocalFile records which chunks the file at path holds, replacing what
+// was recorded for it before. path must be absolute and clean. Only the
+// first offset of a chunk repeated within the file is kept: one copy
+// source is enough.
+func (db *DB) AddLocalFile(path string, v Validator, chunks []LocalChunk) error {
+	if err := checkPath(path); err != nil {
+		return fmt.Errorf("add local file: %w", err)
+	}
+	for i := range chunks {
+		c := &chunks[i]
+		if c.ID.IsZero() || c.Length == 0 || c.Offset < 0 || c.Offset > v.Size-int64(c.Length) {
+			return fmt.Errorf("add local file %s: %w: chunk %d at [%d,+%d) outside file of %d bytes",
+				path, ErrInvalidArgument, i, c.Offset, c.Length, v.Size)
+		}
+	}
+	// Key order for bbolt (see addPack), first offset wins among duplicates.
+	order := make([]int, len(chunks))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return bytes.Compare(chunks[a].ID[:], chunks[b].ID[:]) })
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		if err := forgetFile(tx, path); err != nil {
+			return err
+		}
+		files := tx.Bucket(bucketFiles)
+		no, err := files.NextSequence()
+		if err != nil {
+			return err
+		}
+		noKey := binary.BigEndian.AppendUint64(nil, no)
+		if err := files.Put(noKey, append(encodeValidator(v), path...)); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketPaths).Put([]byte(path), noKey); err != nil {
+			return err
+		}
+		local, fileChunks := tx.Bucket(bucketLocal), tx.Bucket(bucketFileChunks)
+		// bbolt keeps key and value slices until commit: one buffer, no reuse.
+		buf := make([]byte, len(chunks)*(localKeySize+localValueSize+fileChunkKeyLen))
+		for k, i := range order {
+			c := &chunks[i]
+			if k > 0 && chunks[order[k-1]].ID == c.ID {
+				continue
+			}
+			lk, lv, fk := buf[:localKeySize], buf[localKeySize:localKeySize+localValueSize], buf[localKeySize+localValueSize:localKeySize+localValueSize+fileChunkKeyLen]
+			buf = buf[localKeySize+localValueSize+fileChunkKeyLen:]
+			copy(lk, c.ID[:])
+			copy(lk[chunk.IDSize:], noKey)
+			copy(fk, noKey)
+			copy(fk[fileNoSize:], c.ID[:])
+			binary.BigEndian.PutUint64(lv[0:], uint64(c.Offset))
+			binary.BigEndian.PutUint32(lv[8:], c.Length)
+			if err := local.Put(lk, lv); err != nil {
+				return err
+			}
+			if err := fileChunks.Put(fk, nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("add local file %s: %w", path, err)
+	}
+	return nil
+}
+
+// FindLocal returns the local files recorded to hold chunk id. The caller
+// must check each validator against a fresh stat and re-hash the bytes.
+func (db *DB) FindLocal(id chunk.ID) ([]LocalRef, error) {
+	var refs []LocalRef
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		files := tx.Bucket(bucketFiles)
+		c := tx.Bucket(bucketLocal).Cursor()
+		for k, v := c.Seek(id[:]); k != nil && bytes.HasPrefix(k, id[:]); k, v = c.Next() {
+			if len(k) != localKeySize || len(v) != localValueSize {
+				return fmt.Errorf("%w: local entry of %d/%d bytes", ErrCorrupt, len(k), len(v))
+			}
+			fv := files.Get(k[chunk.IDSize:])
+			if fv == nil {
+				return fmt.Errorf("%w: chunk %s points to unknown file %d", ErrCorrupt, id, binary.BigEndian.Uint64(k[chunk.IDSize:]))
+			}
+			val, path, err := decodeFile(fv)
+			if err != nil {
+				return err
+			}
+			refs = append(refs, LocalRef{
+				Path:      path,
+				Offset:    int64(binary.BigEndian.Uint64(v)),
+				Length:    binary.BigEndian.Uint32(v[8:]),
+				Validator: val,
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("find local chunk %s: %w", id, err)
+	}
+	return refs, nil
+}
+
+// ForgetLocalFile drops what was recorded for path. Unknown paths are a no-op.
+func (db *DB) ForgetLocalFile(path string) error {
+	err := db.bolt.Update(func(tx *bolt.Tx) error { return forgetFile(tx, path) })
+	if err != nil {
+		return fmt.Errorf("forget local file %s: %w", path, err)
+	}
+	return nil
+}
+
+// LocalFiles returns the recorded paths in byte order.
+func (db *DB) LocalFiles() ([]string, error) {
+	var paths []string
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketPaths).ForEach(func(k, _ []byte) error {
+			paths = append(paths, string(k))
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list local files: %w", err)
+	}
+	return paths, nil
+}
+
+func forgetFile(tx *bolt.Tx, path string) error {
+	paths := tx.Bucket(bucketPaths)
+	noKey := paths.Get([]byte(path))
+	if noKey == nil {
+		return nil
+	}
+	if len(noKey) != fileNoSize {
+		return fmt.Errorf("%w: file number of %d bytes for %s", ErrCorrupt, len(noKey), path)
+	}
+	noKey = bytes.Clone(noKey) // bbolt memory is invalid after the deletes below
+	local := tx.Bucket(bucketLocal)
+	c := tx.Bucket(bucketFileChunks).Cursor()
+	var lk [localKeySize]byte
+	copy(lk[chunk.IDSize:], noKey)
+	for k, _ := c.Seek(noKey); k != nil && bytes.HasPrefix(k, noKey); k, _ = c.Seek(noKey) {
+		copy(lk[:], k[fileNoSize:])
+		if err := c.Delete(); err != nil {
+			return err
+		}
+		if err := local.Delete(lk[:]); err != nil {
+			return err
+		}
+	}
+	if err := tx.Bucket(bucketFiles).Delete(noKey); err != nil {
+		return err
+	}
+	return paths.Delete([]byte(path))
+}
+
+func checkPath(path string) error {
+	if !filepath.IsAbs(path) || filepath.Clean(path) != path || len(path) > 4096 {
+		return fmt.Errorf("%w: path %q must be absolute and clean", ErrInvalidArgument, path)
+	}
+	return nil
+}
+
+func encodeValidator(v Validator) []byte {
+	b := make([]byte, validatorSize, validatorSize+64)
+	binary.BigEndian.PutUint64(b[0:], uint64(v.Size))
+	binary.BigEndian.PutUint64(b[8:], uint64(v.ModTimeNs))
+	binary.BigEndian.PutUint64(b[16:], v.Inode)
+	binary.BigEndian.PutUint64(b[24:], v.Dev)
+	return b
+}
+
+func decodeFile(b []byte) (Validator, string, error) {
+	if len(b) <= validatorSize {
+		return Validator{}, "", fmt.Errorf("%w: file record of %d bytes", ErrCorrupt, len(b))
+	}
+	v := Validator{
+		Size:      int64(binary.BigEndian.Uint64(b[0:])),
+		ModTimeNs: int64(binary.BigEndian.Uint64(b[8:])),
+		Inode:     binary.BigEndian.Uint64(b[16:]),
+		Dev:       binary.BigEndian.Uint64(b[24:]),
+	}
+	return v, string(b[validatorSize:]), nil
+}

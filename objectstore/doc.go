@@ -1,0 +1,90 @@
+// Package objectstore is the object-store seam of epoch-dedup: a Config,
+// two backends behind the one Backend interface (an S3 bucket and a local
+// folder), and the decorators every Client puts around them (request
+// counters, retries).
+//
+// # Basics
+//
+// New opens the store a Config names; ConfigFromEnv and
+// ConfigFromConfigMap build that Config the way Epoch v0.1.x did. A Client
+// prepends its prefix (default "epoch/" on S3) to every key, validates keys
+// (ValidateKey: no empty, "." or ".." segments, no leading slash, backslash
+// or NUL) and wraps errors as "verb key: cause" around the sentinels
+// ErrNotFound, ErrPreconditionFailed, ErrInvalidKey, ErrInvalidRange and
+// ErrConfig, which callers test with errors.Is.
+//
+// # Configuration
+//
+// ConfigFromEnv("EPOCH_S3") reads
+//
+//	EPOCH_S3_ENDPOINT    host[:port], http(s)://host[:port], file:///abs/dir or /abs/dir
+//	EPOCH_S3_ACCESS_KEY  required for S3
+//	EPOCH_S3_SECRET_KEY  required for S3
+//	EPOCH_S3_BUCKET      required for S3
+//	EPOCH_S3_REGION      optional
+//	EPOCH_S3_SECURE      true/false; default: the endpoint's scheme, true without one
+//	EPOCH_S3_PREFIX      key prefix; default "epoch/", "/" for the bucket root
+//	EPOCH_S3_ENV_FILE    KEY=VALUE file; default ~/.config/epoch/s3.env
+//
+// The env file fills only what the environment lacks. ConfigFromConfigMap
+// reads the same keys from a Kubernetes ConfigMap's data (through the API
+// inside a pod, kubectl outside, the environment as a last resort). A
+// missing setting is reported by its variable name.
+//
+// # Conditional writes
+//
+// PutOptions.IfNoneMatch makes a write create-only; PutOptions.IfMatch
+// replaces an object only while its ETag is unchanged. Either fails with
+// ErrPreconditionFailed when the condition does not hold, atomically with
+// respect to every other writer, in other processes and on other hosts
+// too. This is what makes the catalog a compare-and-swap instead of a
+// lost-update race:
+//
+//	for {
+//		data, info, err := c.GetBytes(ctx, "catalog.json", limit)
+//		// ... modify data ...
+//		_, err = c.PutBytes(ctx, "catalog.json", data, PutOptions{IfMatch: info.ETag})
+//		if !errors.Is(err, ErrPreconditionFailed) {
+//			break // done, or a real error
+//		}
+//	}
+//
+// On S3, If-None-Match: * and If-Match: <etag> are sent with a single PUT;
+// minio-go's multipart upload drops them on CompleteMultipartUpload, so
+// conditional writes never use multipart and are limited to 5 GiB.
+// Unconditional writes above 16 MiB use parallel multipart uploads. In the
+// local folder, create-only is link(2) of a fully written temp file and
+// If-Match holds an flock on a per-key lock file (".lock-<name>") while it
+// compares and renames.
+//
+// # Retries
+//
+// Every Client retries transient failures (5xx, throttling, timeouts,
+// broken connections) up to 5 attempts with exponential backoff and
+// jitter, honouring ctx; see WithMaxAttempts and WithBackoff. It does not
+// retry errors IsPermanent reports: the sentinels above, access denied, a
+// missing bucket, other 4xx answers, local file system errors, and errors
+// a backend marks with Permanent. minio-go's own retries are switched off
+// so that there is one retry layer. Put rewinds its body before each
+// attempt; Get retries opening, not reading; List resumes after the last
+// key it delivered.
+//
+// # Caveats
+//
+//   - A create-only Put whose response is lost is retried and then reports
+//     ErrPreconditionFailed although it succeeded. Callers writing
+//     content-addressed keys (same key, same bytes) treat
+//     ErrPreconditionFailed from a create-only write as success; callers
+//     racing for a key with different bytes read it back to see who won.
+//   - Likewise an If-Match write whose response is lost reports
+//     ErrPreconditionFailed after it took effect; the read-modify-write loop
+//     then applies its change again to the new version, so the change must
+//     be idempotent (set a tag, not increment a counter).
+//   - ETags are opaque and backend-specific: S3's (MD5 or multipart), the
+//     local folder's "<inode>-<size>-<mtime ns>" in hex. Compare them only
+//     with ETags from the same store.
+//   - The local folder cannot hold both "a" and "a/b" (a file cannot be a
+//     directory); S3 can. Key names whose segments start with ".tmp-" or
+//     ".lock-" are reserved there. Empty directories left by Delete stay.
+//   - Stats counts backend calls and object bytes, not HTTP requests.
+package objectstore

@@ -1,0 +1,25 @@
+// Package puller is the pull engine: it turns a file's recipe back into a
+// file on local disk, moving as few bytes as it can.
+//
+// For every chunk a recipe names, the engine takes the cheapest verified
+// source:
+//
+//  1. a local file the node index knows holds the chunk (an earlier pulled or
+//     pushed snapshot, a base image): the file is stat-checked against the
+//     validator recorded with it, the bytes are read and their BLAKE3 hash is
+//     checked before they are used;
+//  2. otherwise the store: chunks are grouped by pack, sorted by offset and
+//     coalesced into runs, each run read with one ranged request, and the
+//     runs fetched by a bounded pool of workers so memory stays bounded
+//     (concurrency x maximum run length).
+//
+// Zero extents are never fetched nor written: the file is created at its
+// full size and they stay holes. Every chunk is verified before it is
+// written, and the whole file is verified against its SHA-256 digest before
+// the caller installs it. The engine writes only to the path it is given;
+// making the result visible (rename into place) is the caller's job, so an
+// interrupted pull never leaves a half-written file where a reader looks.
+//
+// The engine knows no object store: it reads packs through the narrow
+// PackReader interface, which the registry implements.
+package puller

@@ -1,0 +1,512 @@
+package puller
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cocoonstack/epoch-dedup/chunk"
+	"github.com/cocoonstack/epoch-dedup/index"
+	"github.com/cocoonstack/epoch-dedup/manifest"
+	"github.com/cocoonstack/epoch-dedup/pack"
+)
+
+// Defaults for Options' zero values.
+const (
+	DefaultConcurrency = 8
+	DefaultMaxRunBytes = 8 << 20
+	DefaultMaxGap      = 256 << 10
+)
+
+var (
+	// ErrChunkMissing: a recipe names a chunk the store index does not know.
+	ErrChunkMissing = errors.New("chunk missing from store")
+	// ErrDigestMismatch: a written file does not hash to its recorded digest.
+	ErrDigestMismatch = errors.New("file digest mismatch")
+)
+
+// PackReader reads a byte range of a pack from wherever packs are stored.
+// The engine verifies every chunk it extracts, so implementations need not.
+type PackReader interface {
+	ReadPack(ctx context.Context, pack chunk.ID, offset, length int64) (io.ReadCloser, error)
+}
+
+// Options tune an Engine. The zero value of each field selects its default.
+type Options struct {
+	// Concurrency is how many ranged reads run at once (default 8).
+	Concurrency int
+	// MaxRunBytes caps one ranged read, and so the memory of one worker
+	// (default 8 MiB).
+	MaxRunBytes int64
+	// MaxGap is how many unneeded bytes between two needed blocks of a pack
+	// are read anyway to save a request (default 256 KiB).
+	MaxGap int64
+	// NoLocal disables copying chunks from local files.
+	NoLocal bool
+}
+
+// Stats counts what a Fetch did.
+type Stats struct {
+	Files           int64 // files written
+	RawBytes        int64 // bytes of the files, holes included
+	Chunks          int64 // data extents in the recipes
+	UniqueChunks    int64 // distinct chunk IDs among them
+	ResumedChunks   int64 // chunks already in place from an earlier, interrupted run
+	LocalChunks     int64 // distinct chunks copied from local files
+	RemoteChunks    int64 // distinct chunks read from the store
+	ReusedBytes     int64 // raw bytes taken from local files (resumed or copied)
+	DownloadedBytes int64 // bytes read from packs (compressed, gaps included)
+	Requests        int64 // ranged reads sent
+}
+
+// File is one file for Fetch to write.
+type File struct {
+	// Path is where to write. It is created if missing. With Resume it is
+	// kept and its existing bytes are checked chunk by chunk; otherwise it is
+	// truncated.
+	Path   string
+	Recipe *manifest.Recipe
+	// Digest is the SHA-256 hex the finished file must have; empty skips the
+	// check.
+	Digest string
+	Mode   os.FileMode
+	Resume bool
+}
+
+// Engine fetches files described by recipes. It is safe for concurrent use.
+type Engine struct {
+	idx   *index.DB
+	packs PackReader
+	opts  Options
+}
+
+// New returns an engine that finds chunks through idx and reads packs
+// through packs. opts may be nil.
+func New(idx *index.DB, packs PackReader, opts *Options) *Engine {
+	e := &Engine{idx: idx, packs: packs}
+	if opts != nil {
+		e.opts = *opts
+	}
+	if e.opts.Concurrency <= 0 {
+		e.opts.Concurrency = DefaultConcurrency
+	}
+	if e.opts.MaxRunBytes <= 0 {
+		e.opts.MaxRunBytes = DefaultMaxRunBytes
+	}
+	if e.opts.MaxGap <= 0 {
+		e.opts.MaxGap = DefaultMaxGap
+	}
+	return e
+}
+
+// target is one place a chunk must be written.
+type target struct {
+	id     chunk.ID
+	file   int32
+	length uint32
+	offset int64
+}
+
+// fetch is the state of one Fetch call.
+type fetch struct {
+	e        *Engine
+	files    []*os.File
+	targets  []target // sorted by id
+	stats    Stats
+	progress func(Stats)
+	mu       sync.Mutex // serialises progress callbacks
+}
+
+// Fetch writes every file, reading each distinct chunk once, verifying it,
+// and checking each file's digest at the end. Files are left open nowhere:
+// on return they are closed and, on success, synced. On error the files
+// hold partial content; callers write to staging paths and rename only on
+// success.
+func (e *Engine) Fetch(ctx context.Context, files []File, progress func(Stats)) (Stats, error) {
+	f := &fetch{e: e, progress: progress}
+	defer f.closeAll()
+	if err := f.open(files); err != nil {
+		return f.stats, err
+	}
+	if err := f.plan(files); err != nil {
+		return f.stats, err
+	}
+	remaining, err := f.copyLocal(ctx)
+	if err != nil {
+		return f.stats, err
+	}
+	if err := f.download(ctx, remaining); err != nil {
+		return f.stats, err
+	}
+	for i, file := range files {
+		if err := f.finish(i, file); err != nil {
+			return f.stats, err
+		}
+	}
+	f.report()
+	return f.stats, nil
+}
+
+func (f *fetch) open(files []File) error {
+	for _, file := range files {
+		if file.Recipe == nil {
+			return fmt.Errorf("fetch %s: no recipe", file.Path)
+		}
+		flag := os.O_RDWR | os.O_CREATE
+		if !file.Resume {
+			flag |= os.O_TRUNC
+		}
+		fh, err := os.OpenFile(file.Path, flag, 0o600)
+		if err != nil {
+			return fmt.Errorf("fetch %s: %w", file.Path, err)
+		}
+		f.files = append(f.files, fh)
+		if err := fh.Truncate(file.Recipe.Size); err != nil {
+			return fmt.Errorf("fetch %s: size %d: %w", file.Path, file.Recipe.Size, err)
+		}
+		f.stats.RawBytes += file.Recipe.Size
+	}
+	return nil
+}
+
+func (f *fetch) closeAll() {
+	for _, fh := range f.files {
+		_ = fh.Close()
+	}
+}
+
+// plan lists every data extent and drops those already in place from an
+// interrupted earlier run.
+func (f *fetch) plan(files []File) error {
+	buf := make([]byte, 0, 64<<10)
+	for i, file := range files {
+		var off int64
+		for _, ext := range file.Recipe.Extents {
+			length := int64(ext.Length)
+			if !ext.Zero {
+				f.stats.Chunks++
+				t := target{id: ext.ID, file: int32(i), length: uint32(length), offset: off}
+				done := false
+				if file.Resume {
+					var err error
+					buf, done, err = f.inPlace(buf, t)
+					if err != nil {
+						return err
+					}
+				}
+				if done {
+					f.stats.ResumedChunks++
+					f.stats.ReusedBytes += length
+				} else {
+					f.targets = append(f.targets, t)
+				}
+			}
+			off += length
+		}
+	}
+	slices.SortFunc(f.targets, func(a, b target) int {
+		if c := compareID(a.id, b.id); c != 0 {
+			return c
+		}
+		return int(a.file) - int(b.file)
+	})
+	return nil
+}
+
+// inPlace reports whether the bytes at t already hash to t.id.
+func (f *fetch) inPlace(buf []byte, t target) ([]byte, bool, error) {
+	buf = slices.Grow(buf[:0], int(t.length))[:t.length]
+	n, err := f.files[t.file].ReadAt(buf, t.offset)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return buf, false, fmt.Errorf("resume %s: %w", f.files[t.file].Name(), err)
+	}
+	return buf, n == len(buf) && chunk.Sum(buf) == t.id, nil
+}
+
+// unique returns the distinct IDs of targets, in order.
+func (f *fetch) unique() []chunk.ID {
+	var ids []chunk.ID
+	for i, t := range f.targets {
+		if i == 0 || t.id != f.targets[i-1].id {
+			ids = append(ids, t.id)
+		}
+	}
+	return ids
+}
+
+// targetsOf returns the targets of id.
+func (f *fetch) targetsOf(id chunk.ID) []target {
+	lo, _ := slices.BinarySearchFunc(f.targets, id, func(t target, id chunk.ID) int { return compareID(t.id, id) })
+	hi := lo
+	for hi < len(f.targets) && f.targets[hi].id == id {
+		hi++
+	}
+	return f.targets[lo:hi]
+}
+
+// write puts verified chunk data at every place it belongs.
+func (f *fetch) write(id chunk.ID, data []byte) error {
+	for _, t := range f.targetsOf(id) {
+		if int(t.length) != len(data) {
+			return fmt.Errorf("chunk %s: recipe says %d bytes, chunk has %d", id, t.length, len(data))
+		}
+		if _, err := f.files[t.file].WriteAt(data, t.offset); err != nil {
+			return fmt.Errorf("write %s: %w", f.files[t.file].Name(), err)
+		}
+	}
+	return nil
+}
+
+// copyLocal copies the chunks local files hold and returns the IDs still
+// to download.
+func (f *fetch) copyLocal(ctx context.Context) ([]chunk.ID, error) {
+	ids := f.unique()
+	f.stats.UniqueChunks = int64(len(ids))
+	if f.e.opts.NoLocal || f.e.idx == nil || len(ids) == 0 {
+		return ids, nil
+	}
+	src := newLocalSources()
+	defer src.close()
+	remaining := ids[:0:0]
+	var buf []byte
+	for _, id := range ids {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		refs, err := f.e.idx.FindLocal(id)
+		if err != nil {
+			return nil, fmt.Errorf("find local chunk %s: %w", id, err)
+		}
+		var data []byte
+		for _, ref := range refs {
+			if data, buf = src.read(ref, id, buf); data != nil {
+				break
+			}
+		}
+		if data == nil {
+			remaining = append(remaining, id)
+			continue
+		}
+		if err := f.write(id, data); err != nil {
+			return nil, err
+		}
+		f.stats.LocalChunks++
+		f.stats.ReusedBytes += int64(len(data)) * int64(len(f.targetsOf(id)))
+	}
+	return remaining, nil
+}
+
+// download reads the remaining chunks from the store.
+func (f *fetch) download(ctx context.Context, ids []chunk.ID) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	byPack := make(map[chunk.ID][]pack.Entry)
+	var missing error
+	err := f.e.idx.LookupMany(ids, func(i int, loc index.Location, ok bool) {
+		if !ok {
+			if missing == nil {
+				missing = fmt.Errorf("%w: %s", ErrChunkMissing, ids[i])
+			}
+			return
+		}
+		byPack[loc.Pack] = append(byPack[loc.Pack], pack.Entry{
+			ID: ids[i], BlockOffset: loc.BlockOffset, BlockLength: loc.BlockLength,
+			Offset: loc.Offset, Length: loc.Length,
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("look up chunks: %w", err)
+	}
+	if missing != nil {
+		return missing
+	}
+	f.stats.RemoteChunks = int64(len(ids))
+
+	type job struct {
+		pack chunk.ID
+		run  pack.Run
+	}
+	var jobs []job
+	for p, entries := range byPack {
+		for _, run := range splitRuns(pack.PlanRuns(entries, uint64(f.e.opts.MaxGap)), uint64(f.e.opts.MaxRunBytes)) {
+			jobs = append(jobs, job{pack: p, run: run})
+		}
+	}
+	// Pack order then offset order keeps reads sequential per object.
+	slices.SortFunc(jobs, func(a, b job) int {
+		if c := compareID(a.pack, b.pack); c != 0 {
+			return c
+		}
+		return compareU64(a.run.Offset, b.run.Offset)
+	})
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		next     atomic.Int64
+		wg       sync.WaitGroup
+		errOnce  sync.Once
+		firstErr error
+	)
+	fail := func(err error) {
+		errOnce.Do(func() { firstErr = err; cancel() })
+	}
+	workers := min(f.e.opts.Concurrency, len(jobs))
+	for range workers {
+		wg.Go(func() {
+			var buf []byte
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(jobs) || ctx.Err() != nil {
+					return
+				}
+				var err error
+				if buf, err = f.fetchRun(ctx, jobs[i].pack, jobs[i].run, buf); err != nil {
+					fail(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	return ctx.Err()
+}
+
+func (f *fetch) fetchRun(ctx context.Context, p chunk.ID, run pack.Run, buf []byte) ([]byte, error) {
+	rc, err := f.e.packs.ReadPack(ctx, p, int64(run.Offset), int64(run.Length))
+	if err != nil {
+		return buf, fmt.Errorf("read pack %s [%d,+%d): %w", p, run.Offset, run.Length, err)
+	}
+	buf = slices.Grow(buf[:0], int(run.Length))[:run.Length]
+	_, err = io.ReadFull(rc, buf)
+	_ = rc.Close()
+	if err != nil {
+		return buf, fmt.Errorf("read pack %s [%d,+%d): %w", p, run.Offset, run.Length, err)
+	}
+	atomic.AddInt64(&f.stats.DownloadedBytes, int64(run.Length))
+	atomic.AddInt64(&f.stats.Requests, 1)
+	err = pack.ExtractChunks(buf, run.Offset, run.Entries, func(e pack.Entry, data []byte) error {
+		return f.write(e.ID, data)
+	})
+	if err != nil {
+		return buf, fmt.Errorf("pack %s: %w", p, err)
+	}
+	f.report()
+	return buf, nil
+}
+
+func (f *fetch) report() {
+	if f.progress == nil {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := f.stats
+	s.DownloadedBytes = atomic.LoadInt64(&f.stats.DownloadedBytes)
+	s.Requests = atomic.LoadInt64(&f.stats.Requests)
+	f.progress(s)
+}
+
+// finish checks file i against its digest, sets its mode and syncs it.
+func (f *fetch) finish(i int, file File) error {
+	fh := f.files[i]
+	if file.Digest != "" {
+		got, err := digestFile(fh, file.Recipe)
+		if err != nil {
+			return fmt.Errorf("verify %s: %w", file.Path, err)
+		}
+		if got != file.Digest {
+			return fmt.Errorf("verify %s: %w: got sha256 %s, want %s", file.Path, ErrDigestMismatch, got, file.Digest)
+		}
+	}
+	if file.Mode != 0 {
+		if err := fh.Chmod(file.Mode.Perm()); err != nil {
+			return fmt.Errorf("chmod %s: %w", file.Path, err)
+		}
+	}
+	if err := fh.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", file.Path, err)
+	}
+	f.stats.Files++
+	return nil
+}
+
+// digestFile hashes fh as recipe lays it out, feeding zeros for zero
+// extents instead of reading the holes.
+func digestFile(fh *os.File, recipe *manifest.Recipe) (string, error) {
+	h := sha256.New()
+	zeros := make([]byte, 64<<10)
+	buf := make([]byte, 1<<20)
+	var off int64
+	for _, ext := range recipe.Extents {
+		length := int64(ext.Length)
+		if ext.Zero {
+			for n := length; n > 0; {
+				k := min(n, int64(len(zeros)))
+				h.Write(zeros[:k])
+				n -= k
+			}
+		} else {
+			sr := io.NewSectionReader(fh, off, length)
+			if _, err := io.CopyBuffer(h, sr, buf); err != nil {
+				return "", err
+			}
+		}
+		off += length
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// splitRuns cuts runs longer than limit at block boundaries.
+func splitRuns(runs []pack.Run, limit uint64) []pack.Run {
+	var out []pack.Run
+	for _, r := range runs {
+		if r.Length <= limit {
+			out = append(out, r)
+			continue
+		}
+		var cur pack.Run
+		for _, e := range r.Entries {
+			end := e.BlockOffset + uint64(e.BlockLength)
+			if len(cur.Entries) > 0 && end-cur.Offset > limit && e.BlockOffset >= cur.Offset+cur.Length {
+				out = append(out, cur)
+				cur = pack.Run{}
+			}
+			if len(cur.Entries) == 0 {
+				cur.Offset = e.BlockOffset
+			}
+			cur.Entries = append(cur.Entries, e)
+			cur.Length = max(cur.Length, end-cur.Offset)
+		}
+		if len(cur.Entries) > 0 {
+			out = append(out, cur)
+		}
+	}
+	return out
+}
+
+func compareID(a, b chunk.ID) int {
+	return bytes.Compare(a[:], b[:])
+}
+
+func compareU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}

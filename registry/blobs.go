@@ -1,0 +1,420 @@
+package registry
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/cocoonstack/epoch-dedup/chunk"
+	"github.com/cocoonstack/epoch-dedup/index"
+	"github.com/cocoonstack/epoch-dedup/manifest"
+	"github.com/cocoonstack/epoch-dedup/objectstore"
+	"github.com/cocoonstack/epoch-dedup/puller"
+)
+
+// blobDescriptor maps a blob's SHA-256 digest to the recipe of its content.
+type blobDescriptor struct {
+	SchemaVersion int    `json:"schemaVersion"`
+	Digest        string `json:"digest"`
+	Size          int64  `json:"size"`
+	Recipe        string `json:"recipe"`
+	Chunker       string `json:"chunker,omitempty"`
+}
+
+// PushBlob uploads a file as a content-addressable blob and returns its
+// SHA-256 hex digest and size. Only chunks the store lacks are uploaded.
+func (r *Registry) PushBlob(ctx context.Context, filePath string) (string, int64, error) {
+	res, _, err := r.PushBlobStats(ctx, filePath, nil)
+	if err != nil {
+		return "", 0, err
+	}
+	return res.digest, res.size, nil
+}
+
+// PushBlobStats is PushBlob reporting progress and what was transferred.
+func (r *Registry) PushBlobStats(ctx context.Context, filePath string, progress Progress) (*fileResult, TransferStats, error) {
+	if err := r.init(ctx); err != nil {
+		return nil, TransferStats{}, err
+	}
+	if err := r.syncIndex(ctx); err != nil {
+		return nil, TransferStats{}, err
+	}
+	before := r.store.Stats()
+	p := r.newPusher(ctx, progress)
+	res, err := p.addFile(filePath)
+	if err != nil {
+		p.abort(err)
+		return nil, TransferStats{}, err
+	}
+	if err := p.finish(); err != nil {
+		return nil, TransferStats{}, fmt.Errorf("push blob %s: %w", filePath, err)
+	}
+	id, _, _, err := r.storeRecipe(ctx, res.recipe, nil)
+	if err != nil {
+		return nil, TransferStats{}, fmt.Errorf("push blob %s: %w", filePath, err)
+	}
+	if err := r.writeDescriptor(ctx, res, id); err != nil {
+		return nil, TransferStats{}, fmt.Errorf("push blob %s: %w", filePath, err)
+	}
+	st := p.snapshot()
+	r.fillStoreStats(&st, before)
+	return res, st, nil
+}
+
+func (r *Registry) writeDescriptor(ctx context.Context, res *fileResult, recipe chunk.ID) error {
+	desc, err := json.Marshal(blobDescriptor{
+		SchemaVersion: 1, Digest: res.digest, Size: res.size,
+		Recipe: recipe.String(), Chunker: res.params.String(),
+	})
+	if err != nil {
+		return err
+	}
+	if _, err := r.store.Stat(ctx, descriptorKey(res.digest)); err == nil {
+		return nil
+	}
+	if err := r.putImmutable(ctx, descriptorKey(res.digest), desc); err != nil {
+		return fmt.Errorf("write blob descriptor %s: %w", res.digest, err)
+	}
+	return nil
+}
+
+// fillStoreStats sets the byte and request counts from the client's
+// counters, so they are what really crossed the wire.
+func (r *Registry) fillStoreStats(st *TransferStats, before objectstore.Stats) {
+	after := r.store.Stats()
+	st.UploadedBytes = after.BytesUp - before.BytesUp
+	st.DownloadedBytes = after.BytesDown - before.BytesDown
+	st.Requests = (after.PutRequests + after.GetRequests + after.OtherRequests) -
+		(before.PutRequests + before.GetRequests + before.OtherRequests)
+}
+
+// PushBlobFromStream uploads a blob from a stream whose digest and size the
+// caller computed. The stream is spooled to a temporary file and checked
+// first: with a wrong digest or size nothing is stored under that digest.
+func (r *Registry) PushBlobFromStream(ctx context.Context, digest string, body io.Reader, size int64) error {
+	digest, err := validateDigest(digest)
+	if err != nil {
+		return fmt.Errorf("push blob stream: %w", err)
+	}
+	if size < 0 {
+		return fmt.Errorf("push blob %s: %w: negative size %d", digest, ErrSizeMismatch, size)
+	}
+	if err := r.init(ctx); err != nil {
+		return err
+	}
+	dir := filepath.Dir(r.idxPath())
+	tmp, err := os.CreateTemp(dir, "spool-*")
+	if err != nil {
+		return fmt.Errorf("push blob %s: spool: %w", digest, err)
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	h := sha256.New()
+	// Read one byte past size so a longer stream is caught, not truncated.
+	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(body, size+1))
+	if err != nil {
+		return fmt.Errorf("push blob %s: read stream: %w", digest, err)
+	}
+	if n != size {
+		return fmt.Errorf("push blob %s: %w: stream has %s bytes, want %d", digest, ErrSizeMismatch, streamLen(n, size), size)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != digest {
+		return fmt.Errorf("push blob %s: %w: stream hashes to %s", digest, ErrDigestMismatch, got)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("push blob %s: spool: %w", digest, err)
+	}
+	res, _, err := r.PushBlobStats(ctx, tmp.Name(), nil)
+	if err != nil {
+		return err
+	}
+	if res.digest != digest {
+		return fmt.Errorf("push blob %s: %w: spooled file changed (%s)", digest, ErrDigestMismatch, res.digest)
+	}
+	return nil
+}
+
+func streamLen(n, size int64) string {
+	if n > size {
+		return fmt.Sprintf("more than %d", size)
+	}
+	return fmt.Sprint(n)
+}
+
+func (r *Registry) idxPath() string { return r.idx.Path() }
+
+// readDescriptor returns the chunked descriptor of digest, or nil when the
+// store holds the blob only in Epoch v0.1.x's whole-blob form (legacy true),
+// or ErrBlobNotFound.
+func (r *Registry) readDescriptor(ctx context.Context, digest string) (*blobDescriptor, bool, int64, error) {
+	data, _, err := r.store.GetBytes(ctx, descriptorKey(digest), maxDescriptor)
+	if err == nil {
+		var d blobDescriptor
+		if err := json.Unmarshal(data, &d); err != nil {
+			return nil, false, 0, fmt.Errorf("%w: blob descriptor %s: %w", ErrCorruptStore, digest, err)
+		}
+		if d.Digest != digest || d.Size < 0 {
+			return nil, false, 0, fmt.Errorf("%w: blob descriptor %s names digest %q size %d", ErrCorruptStore, digest, d.Digest, d.Size)
+		}
+		if _, err := chunk.ParseID(d.Recipe); err != nil {
+			return nil, false, 0, fmt.Errorf("%w: blob descriptor %s: %w", ErrCorruptStore, digest, err)
+		}
+		return &d, false, d.Size, nil
+	}
+	if !errors.Is(err, objectstore.ErrNotFound) {
+		return nil, false, 0, fmt.Errorf("read blob descriptor %s: %w", digest, err)
+	}
+	oi, err := r.store.Stat(ctx, legacyBlobKey(digest))
+	if err == nil {
+		return nil, true, oi.Size, nil
+	}
+	if errors.Is(err, objectstore.ErrNotFound) {
+		return nil, false, 0, fmt.Errorf("%w: %s", ErrBlobNotFound, digest)
+	}
+	return nil, false, 0, fmt.Errorf("stat blob %s: %w", digest, err)
+}
+
+// BlobExists checks if a blob exists in the registry.
+func (r *Registry) BlobExists(ctx context.Context, digest string) (bool, error) {
+	digest, err := validateDigest(digest)
+	if err != nil {
+		return false, err
+	}
+	_, _, _, err = r.readDescriptor(ctx, digest)
+	if errors.Is(err, ErrBlobNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// BlobSize returns the size of a blob.
+func (r *Registry) BlobSize(ctx context.Context, digest string) (int64, error) {
+	digest, err := validateDigest(digest)
+	if err != nil {
+		return 0, err
+	}
+	_, _, size, err := r.readDescriptor(ctx, digest)
+	return size, err
+}
+
+// DeleteBlob removes a blob's name from the store. Its chunks stay until
+// garbage collection finds them unreferenced, since other blobs may share
+// them.
+func (r *Registry) DeleteBlob(ctx context.Context, digest string) error {
+	digest, err := validateDigest(digest)
+	if err != nil {
+		return err
+	}
+	if err := r.store.Delete(ctx, descriptorKey(digest)); err != nil {
+		return fmt.Errorf("delete blob %s: %w", digest, err)
+	}
+	if err := r.store.Delete(ctx, legacyBlobKey(digest)); err != nil {
+		return fmt.Errorf("delete blob %s: %w", digest, err)
+	}
+	return nil
+}
+
+// PullBlob downloads a blob to a local file. The file appears at destPath
+// only complete and verified (written to a temporary name beside it,
+// synced, renamed); chunks already in local files the node index knows are
+// copied instead of downloaded.
+func (r *Registry) PullBlob(ctx context.Context, digest, destPath string) error {
+	_, err := r.PullBlobStats(ctx, digest, destPath, nil)
+	return err
+}
+
+// PullBlobStats is PullBlob reporting progress and what was transferred.
+func (r *Registry) PullBlobStats(ctx context.Context, digest, destPath string, progress Progress) (TransferStats, error) {
+	start := time.Now()
+	digest, err := validateDigest(digest)
+	if err != nil {
+		return TransferStats{}, fmt.Errorf("pull blob: %w", err)
+	}
+	if err := r.init(ctx); err != nil {
+		return TransferStats{}, err
+	}
+	before := r.store.Stats()
+	desc, legacy, size, err := r.readDescriptor(ctx, digest)
+	if err != nil {
+		return TransferStats{}, fmt.Errorf("pull blob %s: %w", digest, err)
+	}
+	tmp := tempName(destPath)
+	defer os.Remove(tmp)
+	var (
+		st     TransferStats
+		recipe *manifest.Recipe
+	)
+	if legacy {
+		if err := r.pullLegacy(ctx, digest, size, tmp); err != nil {
+			return st, fmt.Errorf("pull blob %s: %w", digest, err)
+		}
+		st = TransferStats{Files: 1, RawBytes: size, DataBytes: size, NewBytes: size}
+	} else {
+		rid, _ := chunk.ParseID(desc.Recipe)
+		base, err := r.loadRecipe(ctx, rid)
+		if err != nil {
+			return st, fmt.Errorf("pull blob %s: %w", digest, err)
+		}
+		if base.recipe.Size != desc.Size {
+			return st, fmt.Errorf("pull blob %s: %w: recipe size %d, descriptor %d", digest, ErrCorruptStore, base.recipe.Size, desc.Size)
+		}
+		if err := r.syncIndex(ctx); err != nil {
+			return st, err
+		}
+		eng := puller.New(r.idx, r.packReader(), &puller.Options{Concurrency: r.opts.concurrency})
+		ps, err := eng.Fetch(ctx, []puller.File{{Path: tmp, Recipe: base.recipe, Digest: digest, Mode: 0o644}}, progressAdapter(progress, start))
+		if err != nil {
+			return st, fmt.Errorf("pull blob %s: %w", digest, err)
+		}
+		st, recipe = fromPullStats(ps), base.recipe
+	}
+	if err := os.Rename(tmp, destPath); err != nil {
+		return st, fmt.Errorf("pull blob %s: %w", digest, err)
+	}
+	if err := syncDir(filepath.Dir(destPath)); err != nil {
+		return st, fmt.Errorf("pull blob %s: %w", digest, err)
+	}
+	if !legacy {
+		r.rememberLocal(destPath, recipe)
+	}
+	r.fillStoreStats(&st, before)
+	st.Seconds = time.Since(start).Seconds()
+	return st, nil
+}
+
+// rememberLocal records where the chunks of a file now on disk sit, so a
+// later pull can copy them instead of downloading. Failure costs only a
+// later download, so it is not an error of the push or pull.
+func (r *Registry) rememberLocal(path string, recipe *manifest.Recipe) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return
+	}
+	lc := make([]index.LocalChunk, 0, len(recipe.Extents))
+	var off int64
+	for _, e := range recipe.Extents {
+		if !e.Zero {
+			lc = append(lc, index.LocalChunk{ID: e.ID, Offset: off, Length: uint32(e.Length)})
+		}
+		off += int64(e.Length)
+	}
+	_ = r.idx.AddLocalFile(abs, index.ValidatorFor(fi), lc)
+}
+
+func (r *Registry) pullLegacy(ctx context.Context, digest string, size int64, tmp string) error {
+	rc, err := r.store.Get(ctx, legacyBlobKey(digest), 0, -1)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(rc, size+1))
+	if err != nil {
+		return err
+	}
+	if n != size {
+		return fmt.Errorf("%w: got %d bytes, want %d", ErrSizeMismatch, n, size)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != digest {
+		return fmt.Errorf("%w: content hashes to %s", ErrDigestMismatch, got)
+	}
+	return f.Sync()
+}
+
+// StreamBlob returns a reader of a blob's verified content and its size.
+// The content is assembled in a temporary file first, so the reader only
+// ever returns verified bytes. Caller must close the reader.
+func (r *Registry) StreamBlob(ctx context.Context, digest string) (io.ReadCloser, int64, error) {
+	digest, err := validateDigest(digest)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := r.init(ctx); err != nil {
+		return nil, 0, err
+	}
+	dir, err := os.MkdirTemp(filepath.Dir(r.idxPath()), "stream-*")
+	if err != nil {
+		return nil, 0, fmt.Errorf("stream blob %s: %w", digest, err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "blob")
+	if err := r.PullBlob(ctx, digest, path); err != nil {
+		return nil, 0, err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, fmt.Errorf("stream blob %s: %w", digest, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		_ = f.Close()
+		return nil, 0, fmt.Errorf("stream blob %s: %w", digest, err)
+	}
+	// The open descriptor keeps the data after the directory is removed.
+	return f, fi.Size(), nil
+}
+
+// packReader adapts the store to the pull engine's narrow interface.
+func (r *Registry) packReader() puller.PackReader { return storePacks{r.store} }
+
+type storePacks struct{ store *objectstore.Client }
+
+func (s storePacks) ReadPack(ctx context.Context, id chunk.ID, offset, length int64) (io.ReadCloser, error) {
+	return s.store.Get(ctx, packKey(id), offset, length)
+}
+
+func progressAdapter(p Progress, start time.Time) func(puller.Stats) {
+	if p == nil {
+		return nil
+	}
+	return func(s puller.Stats) {
+		st := fromPullStats(s)
+		st.Seconds = time.Since(start).Seconds()
+		p(st)
+	}
+}
+
+func fromPullStats(s puller.Stats) TransferStats {
+	return TransferStats{
+		Files:           s.Files,
+		RawBytes:        s.RawBytes,
+		Chunks:          s.Chunks,
+		NewChunks:       s.RemoteChunks,
+		ReusedBytes:     s.ReusedBytes,
+		DownloadedBytes: s.DownloadedBytes,
+		Requests:        s.Requests,
+	}
+}
+
+// tempName returns a unique temporary name beside path.
+func tempName(path string) string {
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".epoch-tmp-"+hex.EncodeToString(rnd[:]))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

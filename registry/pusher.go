@@ -1,0 +1,445 @@
+package registry
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cocoonstack/epoch-dedup/chunk"
+	"github.com/cocoonstack/epoch-dedup/index"
+	"github.com/cocoonstack/epoch-dedup/manifest"
+	"github.com/cocoonstack/epoch-dedup/objectstore"
+	"github.com/cocoonstack/epoch-dedup/pack"
+)
+
+const (
+	batchBytes  = 4 << 20 // raw bytes handed between push stages at once
+	batchChunks = 2048
+	freeBatches = 4 // batches in flight: bounds push memory
+)
+
+// TransferStats counts what a push or pull moved. Byte counts of the store
+// side are taken at the object-store client (real requests).
+type TransferStats struct {
+	Files           int64   `json:"files"`
+	RawBytes        int64   `json:"raw_bytes"`   // file bytes, holes included
+	DataBytes       int64   `json:"data_bytes"`  // non-zero bytes chunked
+	Chunks          int64   `json:"chunks"`      // data chunks (not holes)
+	NewChunks       int64   `json:"new_chunks"`  // chunks the other side lacked
+	NewBytes        int64   `json:"new_bytes"`   // raw bytes of those chunks
+	ReusedBytes     int64   `json:"reused_bytes"` // raw bytes not moved thanks to dedup
+	UploadedBytes   int64   `json:"uploaded_bytes,omitempty"`
+	DownloadedBytes int64   `json:"downloaded_bytes,omitempty"`
+	Packs           int64   `json:"packs,omitempty"`
+	Requests        int64   `json:"requests"`
+	Seconds         float64 `json:"seconds"`
+}
+
+// Progress is called during long work with the counts so far.
+type Progress func(TransferStats)
+
+// item is one chunk inside a batch.
+type item struct {
+	zero   bool
+	isNew  bool
+	length int64
+	id     chunk.ID
+	start  int // offset of the data in batch.buf
+}
+
+type batch struct {
+	buf   []byte
+	items []item
+	refs  sync.WaitGroup
+}
+
+// pusher moves chunks of one or more files into packs in the store. One
+// pusher serves one push so small files share packs.
+type pusher struct {
+	r        *Registry
+	ctx      context.Context
+	cancel   context.CancelCauseFunc
+	free     chan *batch
+	toPack   chan *batch
+	packDone chan struct{}
+	uploads  sync.WaitGroup
+	upSem    chan struct{}
+
+	mu      sync.Mutex
+	pending map[chunk.ID]struct{} // queued in this push, not yet indexed
+	records []index.PackRecord
+	err     error
+
+	stats    TransferStats
+	uploaded atomic.Int64
+	progress Progress
+	started  time.Time
+}
+
+func (r *Registry) newPusher(ctx context.Context, progress Progress) *pusher {
+	ctx, cancel := context.WithCancelCause(ctx)
+	p := &pusher{
+		r: r, ctx: ctx, cancel: cancel,
+		free:     make(chan *batch, freeBatches),
+		toPack:   make(chan *batch, freeBatches),
+		packDone: make(chan struct{}),
+		upSem:    make(chan struct{}, max(2, r.opts.concurrency/2)),
+		pending:  make(map[chunk.ID]struct{}),
+		progress: progress,
+		started:  time.Now(),
+	}
+	for range freeBatches {
+		p.free <- &batch{buf: make([]byte, 0, batchBytes+chunk.MaxChunkSize)}
+	}
+	go p.packLoop()
+	return p
+}
+
+func (p *pusher) fail(err error) {
+	p.mu.Lock()
+	if p.err == nil {
+		p.err = err
+	}
+	p.mu.Unlock()
+	p.cancel(err)
+}
+
+func (p *pusher) failed() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+// fileResult is what pushing one file yields.
+type fileResult struct {
+	recipe *manifest.Recipe
+	digest string // sha256 hex
+	size   int64
+	mode   os.FileMode
+	params chunk.Params
+	// knownRecipe is set instead of recipe for a file the store already
+	// holds under its digest (a base image), which was not read again.
+	knownRecipe chunk.ID
+}
+
+// addFile chunks path, queues its new chunks for packing and returns its
+// recipe and SHA-256 digest. Holes of sparse files are not read.
+func (p *pusher) addFile(path string) (*fileResult, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("push %s: %w", path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("push %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("push %s: not a regular file", path)
+	}
+	size := fi.Size()
+	regions, err := chunk.DataRegions(f, size)
+	if err != nil {
+		return nil, fmt.Errorf("push %s: find data regions: %w", path, err)
+	}
+	params := chunk.ParamsFor(fi.Name(), p.r.pol)
+	sp, err := chunk.NewSplitter(f, size, regions, params)
+	if err != nil {
+		return nil, fmt.Errorf("push %s: %w", path, err)
+	}
+
+	h := sha256.New()
+	hashed := make(chan *batch, freeBatches)
+	hashDone := make(chan struct{})
+	go func() {
+		defer close(hashDone)
+		for b := range hashed {
+			hashBatch(h, b)
+			b.refs.Done()
+		}
+	}()
+
+	recipe := &manifest.Recipe{}
+	err = p.split(sp, recipe, hashed)
+	close(hashed)
+	<-hashDone
+	if err != nil {
+		return nil, fmt.Errorf("push %s: %w", path, err)
+	}
+	if err := recipe.Validate(); err != nil {
+		return nil, fmt.Errorf("push %s: recipe: %w", path, err)
+	}
+	if recipe.Size != size {
+		return nil, fmt.Errorf("push %s: file changed while it was read (%d bytes chunked, %d expected)", path, recipe.Size, size)
+	}
+	atomic.AddInt64(&p.stats.Files, 1)
+	atomic.AddInt64(&p.stats.RawBytes, size)
+	return &fileResult{
+		recipe: recipe, digest: hex.EncodeToString(h.Sum(nil)),
+		size: size, mode: fi.Mode().Perm(), params: params,
+	}, nil
+}
+
+var zeroPage [64 << 10]byte
+
+func hashBatch(h hash.Hash, b *batch) {
+	for _, it := range b.items {
+		if !it.zero {
+			h.Write(b.buf[it.start : it.start+int(it.length)])
+			continue
+		}
+		for n := it.length; n > 0; {
+			k := min(n, int64(len(zeroPage)))
+			h.Write(zeroPage[:k])
+			n -= k
+		}
+	}
+}
+
+// split runs the splitter, filling batches that go to the hasher and the
+// packer.
+func (p *pusher) split(sp *chunk.Splitter, recipe *manifest.Recipe, hashed chan<- *batch) error {
+	var b *batch
+	flush := func() error {
+		if b == nil || len(b.items) == 0 {
+			return nil
+		}
+		if err := p.classify(b); err != nil {
+			return err
+		}
+		b.refs.Add(2)
+		hashed <- b
+		p.toPack <- b
+		b = nil
+		return nil
+	}
+	for {
+		c, err := sp.Next()
+		if errors.Is(err, io.EOF) {
+			return flush()
+		}
+		if err != nil {
+			return err
+		}
+		if c.Zero {
+			recipe.AppendZero(uint64(c.Length))
+		} else {
+			recipe.AppendData(c.ID, uint32(c.Length))
+		}
+		if b == nil {
+			select {
+			case b = <-p.free:
+			case <-p.ctx.Done():
+				return context.Cause(p.ctx)
+			}
+			b.refs.Wait() // the previous users of this batch are done
+			b.buf, b.items = b.buf[:0], b.items[:0]
+		}
+		it := item{zero: c.Zero, length: int64(c.Length), id: c.ID, start: len(b.buf)}
+		if !c.Zero {
+			b.buf = append(b.buf, c.Data...)
+		}
+		b.items = append(b.items, it)
+		if len(b.buf) >= batchBytes || len(b.items) >= batchChunks {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// classify marks the chunks of b the store lacks and that no earlier batch
+// of this push queued.
+func (p *pusher) classify(b *batch) error {
+	var ids []chunk.ID
+	var where []int
+	for i, it := range b.items {
+		if it.zero {
+			continue
+		}
+		ids = append(ids, it.id)
+		where = append(where, i)
+	}
+	atomic.AddInt64(&p.stats.Chunks, int64(len(ids)))
+	known := make([]bool, len(ids))
+	err := p.r.idx.LookupMany(ids, func(i int, _ index.Location, ok bool) { known[i] = ok })
+	if err != nil {
+		return fmt.Errorf("look up chunks: %w", err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, i := range where {
+		it := &b.items[i]
+		atomic.AddInt64(&p.stats.DataBytes, it.length)
+		if known[k] {
+			atomic.AddInt64(&p.stats.ReusedBytes, it.length)
+			continue
+		}
+		if _, queued := p.pending[it.id]; queued {
+			atomic.AddInt64(&p.stats.ReusedBytes, it.length)
+			continue
+		}
+		p.pending[it.id] = struct{}{}
+		it.isNew = true
+		atomic.AddInt64(&p.stats.NewChunks, 1)
+		atomic.AddInt64(&p.stats.NewBytes, it.length)
+	}
+	return nil
+}
+
+// packLoop adds new chunks to packs and hands full packs to uploaders.
+func (p *pusher) packLoop() {
+	defer close(p.packDone)
+	var w *pack.Writer
+	for b := range p.toPack {
+		for _, it := range b.items {
+			if !it.isNew || p.ctx.Err() != nil {
+				continue
+			}
+			if w == nil {
+				var err error
+				if w, err = pack.NewWriter(); err != nil {
+					p.fail(fmt.Errorf("new pack: %w", err))
+					continue
+				}
+			}
+			if err := w.Add(it.id, b.buf[it.start:it.start+int(it.length)]); err != nil {
+				p.fail(fmt.Errorf("pack chunk %s: %w", it.id, err))
+				continue
+			}
+			if w.Size() >= p.r.opts.packSize {
+				p.upload(w)
+				w = nil
+			}
+		}
+		b.refs.Done()
+		p.free <- b
+		p.report()
+	}
+	if w != nil && w.Count() > 0 {
+		p.upload(w)
+	}
+}
+
+// upload finishes w and writes it to the store in the background, then
+// records it in the node index.
+func (p *pusher) upload(w *pack.Writer) {
+	data, entries, err := w.Finish()
+	if err != nil {
+		p.fail(fmt.Errorf("finish pack: %w", err))
+		return
+	}
+	select {
+	case p.upSem <- struct{}{}:
+	case <-p.ctx.Done():
+		return
+	}
+	p.uploads.Add(1)
+	go func() {
+		defer p.uploads.Done()
+		defer func() { <-p.upSem }()
+		id := chunk.Sum(data)
+		if err := p.r.putImmutable(p.ctx, packKey(id), data); err != nil {
+			p.fail(fmt.Errorf("upload pack %s: %w", id, err))
+			return
+		}
+		p.uploaded.Add(int64(len(data)))
+		pe := make([]index.PackEntry, len(entries))
+		for i, e := range entries {
+			pe[i] = index.PackEntry{ID: e.ID, BlockOffset: e.BlockOffset, BlockLength: e.BlockLength, Offset: e.Offset, Length: e.Length}
+		}
+		if err := p.r.idx.AddPack(id, int64(len(data)), pe); err != nil {
+			p.fail(fmt.Errorf("index pack %s: %w", id, err))
+			return
+		}
+		p.mu.Lock()
+		p.records = append(p.records, index.PackRecord{Pack: id, Size: int64(len(data)), Entries: pe})
+		for _, e := range entries {
+			delete(p.pending, e.ID)
+		}
+		p.stats.Packs++
+		p.mu.Unlock()
+	}()
+}
+
+// finish flushes the last pack, waits for every upload and writes the index
+// object that tells other nodes about the new packs.
+func (p *pusher) finish() error {
+	close(p.toPack)
+	<-p.packDone
+	p.uploads.Wait()
+	if err := p.failed(); err != nil {
+		return err
+	}
+	if err := p.ctx.Err(); err != nil {
+		return err
+	}
+	if len(p.records) == 0 {
+		return nil
+	}
+	data, err := index.EncodeIndexObject(p.records)
+	if err != nil {
+		return fmt.Errorf("encode index object: %w", err)
+	}
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	name := fmt.Sprintf("%s%016x-%s", indexObjectDir, time.Now().UnixNano(), hex.EncodeToString(rnd[:]))
+	if _, err := p.r.store.PutBytes(p.ctx, name, data, objectstore.PutOptions{IfNoneMatch: true}); err != nil {
+		return fmt.Errorf("write index object: %w", err)
+	}
+	p.uploaded.Add(int64(len(data)))
+	if err := p.r.idx.Ingest(name, p.records); err != nil {
+		return fmt.Errorf("index %s: %w", name, err)
+	}
+	return nil
+}
+
+// abort stops the pipeline after an error in the caller.
+func (p *pusher) abort(err error) {
+	p.fail(err)
+	_ = p.finish()
+}
+
+func (p *pusher) report() {
+	if p.progress == nil {
+		return
+	}
+	p.progress(p.snapshot())
+}
+
+func (p *pusher) snapshot() TransferStats {
+	s := TransferStats{
+		Files:       atomic.LoadInt64(&p.stats.Files),
+		RawBytes:    atomic.LoadInt64(&p.stats.RawBytes),
+		DataBytes:   atomic.LoadInt64(&p.stats.DataBytes),
+		Chunks:      atomic.LoadInt64(&p.stats.Chunks),
+		NewChunks:   atomic.LoadInt64(&p.stats.NewChunks),
+		NewBytes:    atomic.LoadInt64(&p.stats.NewBytes),
+		ReusedBytes: atomic.LoadInt64(&p.stats.ReusedBytes),
+	}
+	s.UploadedBytes = p.uploaded.Load()
+	p.mu.Lock()
+	s.Packs = p.stats.Packs
+	p.mu.Unlock()
+	s.Seconds = time.Since(p.started).Seconds()
+	return s
+}
+
+// putImmutable writes a content-addressed object create-only. An existing
+// object with that name holds the same bytes, so it counts as success.
+func (r *Registry) putImmutable(ctx context.Context, key string, data []byte) error {
+	_, err := r.store.PutBytes(ctx, key, data, objectstore.PutOptions{IfNoneMatch: true})
+	if errors.Is(err, objectstore.ErrPreconditionFailed) {
+		return nil
+	}
+	return err
+}
