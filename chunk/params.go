@@ -95,7 +95,7 @@ func ParamsFor(filename string, pol chunker.Pol) Params {
 		return FixedPage()
 	}
 	switch filepath.Ext(base) {
-	case ".raw", ".qcow2", ".img":
+	case ".raw", ".qcow2", ".img", ".mem":
 		return FixedPage()
 	}
 	return SmallCDC(pol)

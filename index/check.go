@@ -51,22 +51,32 @@ func (db *DB) Check() error {
 }
 
 func checkPacks(tx *bolt.Tx, report func(string, ...any) bool) {
-	packs, chunks := tx.Bucket(bucketPacks), tx.Bucket(bucketChunks)
+	packs, chunks, pending := tx.Bucket(bucketPacks), tx.Bucket(bucketChunks), tx.Bucket(bucketPending)
+	_ = pending.ForEach(func(k, _ []byte) error {
+		if packs.Get(k) == nil && !report("pending pack %x has no record", k) {
+			return errStop
+		}
+		return nil
+	})
 	listed := 0
 	_ = packs.ForEach(func(k, v []byte) error {
-		ids, _, err := decodePackValue(v)
+		body, _, err := decodePackValue(v)
 		if len(k) != chunk.IDSize || err != nil {
 			if !report("pack %x: bad record: %v", k, err) {
 				return errStop
 			}
 			return nil
 		}
+		if pending.Get(k) != nil {
+			return nil // its entries are not in the chunk tree yet
+		}
 		key := make([]byte, chunkKeySize)
 		copy(key[chunk.IDSize:], k)
-		for ; len(ids) > 0; ids = ids[chunk.IDSize:] {
+		for ; len(body) > 0; body = body[packEntrySize:] {
 			listed++
-			copy(key, ids[:chunk.IDSize])
-			if chunks.Get(key) == nil && !report("pack %x lists chunk %x without a location", k, key[:chunk.IDSize]) {
+			copy(key, body[:chunk.IDSize])
+			if !bytes.Equal(chunks.Get(key), body[chunk.IDSize:packEntrySize]) &&
+				!report("pack %x: chunk %x has no or another location", k, key[:chunk.IDSize]) {
 				return errStop
 			}
 		}
@@ -88,6 +98,9 @@ func checkPacks(tx *bolt.Tx, report func(string, ...any) bool) {
 			}
 			return nil
 		}
+		if pending.Get(k[chunk.IDSize:]) != nil && !report("chunk %x located in pack %x, which is still pending", k[:chunk.IDSize], k[chunk.IDSize:]) {
+			return errStop
+		}
 		_, size, err := decodePackValue(pv)
 		if err != nil {
 			return nil // reported above
@@ -101,7 +114,7 @@ func checkPacks(tx *bolt.Tx, report func(string, ...any) bool) {
 		return nil
 	})
 	if listed != located {
-		report("packs list %d chunks, %d locations stored", listed, located)
+		report("merged packs list %d chunks, %d locations stored", listed, located)
 	}
 }
 
@@ -164,6 +177,3 @@ func checkLocal(tx *bolt.Tx, report func(string, ...any) bool) {
 		report("%d per-file chunk entries for %d local chunks", n, nlocal)
 	}
 }
-
-// errStop ends a ForEach early once enough problems are reported.
-var errStop = errors.New("stop")

@@ -190,6 +190,17 @@ func TestDB_AddPack(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantLocation(t, db, p2, p2.Entries[0])
+	db = db.MustReopen()
+	wantLocation(t, db, p2, p2.Entries[5])
+	p3 := randPack(rng, 10)
+	addPack(t, db, p3)
+	if err := db.Merge(); err != nil {
+		t.Fatal(err)
+	}
+	wantLocation(t, db, p3, p3.Entries[5])
+	if err := db.RemovePack(p3.Pack); err != nil {
+		t.Fatal(err)
+	}
 	if _, ok, _ := db.Lookup(p1.Entries[5].ID); ok {
 		t.Fatal("chunk of removed pack still found")
 	}
@@ -331,7 +342,7 @@ func TestDB_Check(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "index.db")
-			db, err := index.Open(path, nil)
+			db, err := index.Open(path, &index.Options{MergeThreshold: -1})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -430,16 +441,25 @@ func benchPacks(n, per int) []index.PackRecord {
 }
 
 // BenchmarkDB_AddPack inserts the chunks of a 1 GiB file at 4 KiB (131072
-// distinct ids) as 32 packs of 4096 entries into an empty index, one
-// transaction per pack.
+// distinct random ids) as 32 packs of 4096 entries into an empty index,
+// one transaction per pack, then merges them into the chunk tree (the
+// merge is timed too). MergeEach merges on every pack instead, which is
+// what a plain B+tree insert per pack costs.
 func BenchmarkDB_AddPack(b *testing.B) {
 	packs := benchPacks(32, 4096)
-	for _, noSync := range []bool{false, true} {
-		b.Run(fmt.Sprintf("NoSync=%v", noSync), func(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		opts index.Options
+	}{
+		{"Buffered", index.Options{}},
+		{"BufferedNoSync", index.Options{NoSync: true}},
+		{"MergeEach", index.Options{MergeThreshold: -1}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				b.StopTimer()
-				db, err := index.Open(filepath.Join(b.TempDir(), "index.db"), &index.Options{NoSync: noSync})
+				db, err := index.Open(filepath.Join(b.TempDir(), "index.db"), &bc.opts)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -448,6 +468,9 @@ func BenchmarkDB_AddPack(b *testing.B) {
 					if err := db.AddPack(p.Pack, p.Size, p.Entries); err != nil {
 						b.Fatal(err)
 					}
+				}
+				if err := db.Merge(); err != nil {
+					b.Fatal(err)
 				}
 				b.StopTimer()
 				if err := db.Close(); err != nil {
@@ -467,6 +490,11 @@ func BenchmarkDB_Lookup(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer db.Close()
+	defer func() {
+		if err := db.Check(); err != nil {
+			b.Fatal(err)
+		}
+	}()
 	ids := make([]chunk.ID, 0, 32*4096)
 	for _, p := range packs {
 		if err := db.AddPack(p.Pack, p.Size, p.Entries); err != nil {
@@ -475,6 +503,9 @@ func BenchmarkDB_Lookup(b *testing.B) {
 		for _, e := range p.Entries {
 			ids = append(ids, e.ID)
 		}
+	}
+	if err := db.Merge(); err != nil {
+		b.Fatal(err)
 	}
 	b.Run("Lookup", func(b *testing.B) {
 		b.ReportAllocs()

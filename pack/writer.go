@@ -29,6 +29,7 @@ type options struct {
 	level     zstd.EncoderLevel
 	levelSet  bool
 	enc       *zstd.Encoder
+	sizeHint  int
 }
 
 // WithBlockSize sets the raw bytes a block collects before it is compressed
@@ -69,6 +70,18 @@ func WithEncoder(enc *zstd.Encoder) Option {
 	}
 }
 
+// WithSizeHint preallocates room for a pack of about n bytes, so building a
+// pack of the expected size copies nothing (default 1 MiB; at most 1 GiB).
+func WithSizeHint(n int) Option {
+	return func(o *options) error {
+		if n < 0 || n > 1<<30 {
+			return fmt.Errorf("size hint %d: want 0 to 1 GiB", n)
+		}
+		o.sizeHint = n
+		return nil
+	}
+}
+
 // NewEncoder returns a zstd encoder for packs at level: without frame CRC
 // (every chunk is verified by its BLAKE3 ID instead) and with one encoder
 // state per CPU for concurrent EncodeAll calls. Close it when done.
@@ -101,7 +114,7 @@ type Writer struct {
 
 // NewWriter returns a writer for a new pack.
 func NewWriter(opts ...Option) (*Writer, error) {
-	o := options{blockSize: DefaultBlockSize, level: DefaultLevel}
+	o := options{blockSize: DefaultBlockSize, level: DefaultLevel, sizeHint: 1 << 20}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return nil, fmt.Errorf("new pack writer: %w", err)
@@ -118,7 +131,7 @@ func NewWriter(opts ...Option) (*Writer, error) {
 		}
 		w.enc, w.ownEnc = enc, true
 	}
-	w.buf = append(make([]byte, 0, 1<<20), Magic...)
+	w.buf = append(make([]byte, 0, max(o.sizeHint, HeaderSize)), Magic...)
 	w.buf = append(w.buf, Version)
 	return w, nil
 }

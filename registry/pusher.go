@@ -307,7 +307,7 @@ func (p *pusher) packLoop() {
 			}
 			if w == nil {
 				var err error
-				if w, err = pack.NewWriter(); err != nil {
+				if w, err = pack.NewWriter(pack.WithEncoder(p.r.enc), pack.WithSizeHint(int(p.r.opts.packSize)+1<<20)); err != nil {
 					p.fail(fmt.Errorf("new pack: %w", err))
 					continue
 				}

@@ -13,11 +13,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/restic/chunker"
 
 	"github.com/cocoonstack/epoch-dedup/chunk"
 	"github.com/cocoonstack/epoch-dedup/index"
 	"github.com/cocoonstack/epoch-dedup/objectstore"
+	"github.com/cocoonstack/epoch-dedup/pack"
 )
 
 // Store key layout; see the package doc.
@@ -121,8 +123,8 @@ type Registry struct {
 	ready   bool
 	idx     *index.DB
 	pol     chunker.Pol
+	enc     *zstd.Encoder // shared by every pack writer: EncodeAll is concurrency-safe
 	syncMu  sync.Mutex
-	closeMu sync.Mutex
 }
 
 // storeConfig is the store's config object: what every writer must agree on.
@@ -184,7 +186,8 @@ func (r *Registry) Close() error {
 		return nil
 	}
 	err := r.idx.Close()
-	r.idx = nil
+	_ = r.enc.Close()
+	r.idx, r.enc = nil, nil
 	r.ready = false
 	return err
 }
@@ -217,11 +220,16 @@ func (r *Registry) init(ctx context.Context) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("open index: %w", err)
 	}
+	enc, err := pack.NewEncoder(pack.DefaultLevel)
+	if err != nil {
+		return err
+	}
 	idx, err := index.Open(path, nil)
 	if err != nil {
+		_ = enc.Close()
 		return fmt.Errorf("open index %s: %w", path, err)
 	}
-	r.idx, r.pol, r.ready = idx, pol, true
+	r.idx, r.pol, r.enc, r.ready = idx, pol, enc, true
 	return nil
 }
 

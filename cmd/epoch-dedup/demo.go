@@ -40,6 +40,7 @@ type demoOptions struct {
 	revisions int
 	seed      uint64
 	name      string
+	tmpDir    string
 }
 
 // demoRevision is one row of the demo table.
@@ -102,6 +103,9 @@ earlier demo runs in the same store do not flatter the numbers.`,
 			if o.memory < 1<<20 || o.disk < 1<<20 {
 				return usagef("--memory and --disk must be at least 1MiB")
 			}
+			if o.tmpDir == "" {
+				o.tmpDir = demoTempBase(int64(o.memory), int64(o.disk), o.revisions)
+			}
 			if o.seed == 0 {
 				var b [8]byte
 				_, _ = rand.Read(b[:])
@@ -116,6 +120,7 @@ earlier demo runs in the same store do not flatter the numbers.`,
 	f.IntVar(&o.revisions, "revisions", o.revisions, "number of saved revisions")
 	f.Uint64Var(&o.seed, "seed", 0, "content seed (default random)")
 	f.StringVar(&o.name, "name", o.name, "repository name to push as")
+	f.StringVar(&o.tmpDir, "tmp-dir", "", "where to make the temporary Cocoon roots (default $TMPDIR, else /dev/shm when it has room, else /tmp)")
 	return cmd
 }
 
@@ -129,7 +134,7 @@ func (a *app) status(format string, args ...any) {
 
 func (a *app) demo(ctx context.Context, o demoOptions) error {
 	start := time.Now()
-	tmp, err := os.MkdirTemp("", "epoch-dedup-demo-*")
+	tmp, err := os.MkdirTemp(o.tmpDir, "epoch-dedup-demo-*")
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
@@ -220,9 +225,7 @@ func (a *app) demoRevision(ctx context.Context, n int, series *snapgen.Series, n
 	pathsA, pathsB *cocoon.Paths, prev map[string]string,
 ) (demoRevision, error) {
 	row := demoRevision{Revision: n, Tag: fmt.Sprintf("rev%d", n)}
-	t0 := time.Now()
 	id, err := series.WriteSnapshot(pathsA.RootDir)
-	a.status("DEBUG write %.2fs", time.Since(t0).Seconds()); t0 = time.Now()
 	if err != nil {
 		return row, fmt.Errorf("demo: %w", err)
 	}
@@ -243,8 +246,6 @@ func (a *app) demoRevision(ctx context.Context, n int, series *snapgen.Series, n
 		}
 		prev[key] = sum
 	}
-
-	a.status("DEBUG hash %.2fs", time.Since(t0).Seconds()); t0 = time.Now()
 	a.status("rev %d: pushing %s", n, cocoon.HumanSize(row.RawBytes))
 	_, push, err := nodeA.PushSnapshot(ctx, pathsA, series.Name(), "latest", nil)
 	if err != nil {
@@ -254,15 +255,12 @@ func (a *app) demoRevision(ctx context.Context, n int, series *snapgen.Series, n
 		return row, fmt.Errorf("demo: %w", err)
 	}
 	row.UploadBytes, row.Chunks, row.NewChunks, row.PushSeconds = push.UploadedBytes, push.Chunks, push.NewChunks, push.Seconds
-
 	a.status("rev %d: pulling on the second node", n)
 	m, pull, err := nodeB.PullSnapshot(ctx, pathsB, series.Name(), row.Tag, registry.PullOptions{})
 	if err != nil {
 		return row, fmt.Errorf("demo: %w", err)
 	}
 	row.DownloadBytes, row.PullSeconds = pull.DownloadedBytes, pull.Seconds
-	a.status("DEBUG push+pull %.2fs", time.Since(t0).Seconds()); t0 = time.Now()
-	defer func() { a.status("DEBUG compare %.2fs", time.Since(t0).Seconds()) }()
 	if err := compareSnapshots(pathsA, pathsB, id, m.SnapshotID); err != nil {
 		return row, fmt.Errorf("demo: revision %d pulled wrong: %w", n, err)
 	}

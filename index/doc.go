@@ -1,0 +1,56 @@
+// Package index is the node-local index of epoch-dedup: a bbolt file that
+// answers, without a network round trip, where a chunk lies in the store
+// (which pack, which block) and which local files already hold it. It is a
+// cache of what the store's index objects and the node's files say:
+// deleting it loses nothing but time.
+//
+// # Basics
+//
+// Open opens or creates the file. A file that cannot be opened, that is
+// not an index, or that has another schema version is moved to
+// path+".broken" and recreated; DB.Recreated reports it. A file locked by
+// another process is an error (after Options.Timeout), never recreated.
+//
+// The store part: AddPack records a pack's table; Ingest records all packs
+// of an index object and its name in one transaction (idempotent, so a
+// node can ingest index objects it lists without tracking progress
+// elsewhere); Lookup and LookupMany find locations; RemovePack forgets a
+// pack. EncodeIndexObject and DecodeIndexObject are the format of the
+// index objects a push writes (magic "EDIX", version, lengths, zstd body,
+// CRC-32C).
+//
+// The local part: AddLocalFile records which chunks a file holds, with a
+// Validator (size, mtime, inode, device) taken when it was chunked;
+// FindLocal returns candidate copies. A pull must compare the validator
+// with a fresh stat and re-hash the bytes before using them.
+//
+// Check verifies the whole file (bbolt pages, meta, and that the buckets
+// agree). Package indextest runs it on every test database at cleanup.
+//
+// Writes are buffered: a pack's table is written as one value and its
+// entries are answered from memory until Options.MergeThreshold entries
+// are pending, then merged into the chunk tree in one sorted transaction.
+// Inserting random 32-byte keys into a B+tree a few thousand at a time
+// rewrites most of its leaves on every commit. Measured (BenchmarkDB_AddPack,
+// 2-core VM, ext4): 131072 random chunk ids in 32 packs of 4096 take
+// 0.76-0.82 s with fsync per commit (the default), 0.38-0.41 s with
+// Options.NoSync, and 1.6-1.7 s when merging every pack. A Lookup in that
+// index takes ~1.4-1.9 µs, LookupMany ~0.7-0.8 µs per id.
+//
+// # Caveats
+//
+// bbolt's free list is not written (NoFreelistSync): commits are cheaper,
+// and Open rebuilds it by scanning the file.
+//
+// With Options.NoSync an OS crash or power loss can leave the file
+// inconsistent in ways bbolt does not detect on open; a process crash is
+// harmless. Open recovers from bbolt panics during its own checks by
+// recreating the file, but not from panics in later reads.
+//
+// The in-memory pending map holds one location per chunk; merged chunks
+// keep one location per (chunk, pack). Lookup returns one of them,
+// unspecified which.
+//
+// ChunkCount and PackCount walk their buckets. Only one process can have
+// the file open (bbolt's flock).
+package index

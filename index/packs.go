@@ -1,0 +1,411 @@
+package index
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"slices"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/cocoonstack/epoch-dedup/chunk"
+)
+
+// AddPack records a pack and its entries. Adding a known pack is a no-op:
+// packs are content addressed, so the same id means the same table.
+//
+// The pack's table is written as one value and its entries are served
+// from memory until MergeThreshold entries are pending; then they are
+// merged into the chunk tree in one transaction. Inserting random keys
+// into a B+tree a few thousand at a time rewrites most of its leaves on
+// every commit; merging in large sorted batches does that once per batch.
+func (db *DB) AddPack(pack chunk.ID, packSize int64, entries []PackEntry) error {
+	if err := db.addPacks([]PackRecord{{Pack: pack, Size: packSize, Entries: entries}}, ""); err != nil {
+		return fmt.Errorf("add pack %s: %w", pack, err)
+	}
+	return nil
+}
+
+// Ingested reports whether the index object name was ingested.
+func (db *DB) Ingested(name string) (ok bool, err error) {
+	err = db.bolt.View(func(tx *bolt.Tx) error {
+		ok = tx.Bucket(bucketIngested).Get([]byte(name)) != nil
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("ingested %s: %w", name, err)
+	}
+	return ok, nil
+}
+
+// Ingest adds the packs of index object name and records the name, in one
+// transaction: after a crash either both are there or neither. Ingesting a
+// name again is a no-op.
+func (db *DB) Ingest(name string, packs []PackRecord) error {
+	if name == "" || len(name) > maxNameLength {
+		return fmt.Errorf("ingest %q: %w: name of %d bytes", name, ErrInvalidArgument, len(name))
+	}
+	if err := db.addPacks(packs, name); err != nil {
+		return fmt.Errorf("ingest %s: %w", name, err)
+	}
+	return nil
+}
+
+// addPacks records packs (and the ingested name, if any) as pending, then
+// merges if enough is pending.
+func (db *DB) addPacks(packs []PackRecord, name string) error {
+	for i := range packs {
+		if err := checkPack(&packs[i]); err != nil {
+			return fmt.Errorf("pack %d: %w", i, err)
+		}
+	}
+	var added []PackRecord
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		added = added[:0]
+		if name != "" {
+			ing := tx.Bucket(bucketIngested)
+			if ing.Get([]byte(name)) != nil {
+				return nil
+			}
+			if err := ing.Put([]byte(name), binary.BigEndian.AppendUint32(nil, uint32(min(len(packs), math.MaxUint32)))); err != nil {
+				return err
+			}
+		}
+		packsB, pendingB := tx.Bucket(bucketPacks), tx.Bucket(bucketPending)
+		for _, p := range packs {
+			if packsB.Get(p.Pack[:]) != nil {
+				continue
+			}
+			key := bytes.Clone(p.Pack[:])
+			if err := packsB.Put(key, encodePackValue(&p)); err != nil {
+				return err
+			}
+			if err := pendingB.Put(key, nil); err != nil {
+				return err
+			}
+			added = append(added, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	db.mu.Lock()
+	for _, p := range added {
+		for _, e := range p.Entries {
+			if _, dup := db.pending[e.ID]; !dup {
+				db.pending[e.ID] = Location{Pack: p.Pack, BlockOffset: e.BlockOffset, BlockLength: e.BlockLength, Offset: e.Offset, Length: e.Length}
+			}
+		}
+	}
+	n := len(db.pending)
+	db.mu.Unlock()
+	if n >= db.threshold {
+		return db.Merge()
+	}
+	return nil
+}
+
+// Merge moves all pending entries into the chunk tree in one transaction.
+// AddPack and Ingest call it when MergeThreshold is reached; call it
+// directly to bound the work a later call will do, e.g. before Close.
+func (db *DB) Merge() error {
+	var merged []chunk.ID
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		merged = merged[:0]
+		packsB, pendingB, chunks := tx.Bucket(bucketPacks), tx.Bucket(bucketPending), tx.Bucket(bucketChunks)
+		type rec struct{ key, val []byte }
+		total := 0
+		_ = pendingB.ForEach(func(pack, _ []byte) error {
+			total += len(packsB.Get(pack)) / packEntrySize
+			return nil
+		})
+		recs := make([]rec, 0, total)
+		var packIDs [][]byte
+		err := pendingB.ForEach(func(pack, _ []byte) error {
+			v := packsB.Get(pack)
+			if v == nil {
+				return fmt.Errorf("%w: pending pack %x has no record", ErrCorrupt, pack)
+			}
+			body, _, err := decodePackValue(v)
+			if err != nil {
+				return fmt.Errorf("pack %x: %w", pack, err)
+			}
+			packIDs = append(packIDs, bytes.Clone(pack))
+			// bbolt keeps key and value slices until commit: one buffer, no reuse.
+			buf := make([]byte, len(body)/packEntrySize*chunkKeySize)
+			for ; len(body) > 0; body = body[packEntrySize:] {
+				key := buf[:chunkKeySize:chunkKeySize]
+				buf = buf[chunkKeySize:]
+				copy(key, body[:chunk.IDSize])
+				copy(key[chunk.IDSize:], pack)
+				recs = append(recs, rec{key, body[chunk.IDSize:packEntrySize:packEntrySize]})
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		// Sorted inserts fill each leaf once instead of revisiting it.
+		slices.SortFunc(recs, func(a, b rec) int { return bytes.Compare(a.key, b.key) })
+		for _, r := range recs {
+			if err := chunks.Put(r.key, r.val); err != nil {
+				return err
+			}
+			merged = append(merged, chunk.ID(r.key[:chunk.IDSize]))
+		}
+		for _, k := range packIDs {
+			if err := pendingB.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("merge pending packs: %w", err)
+	}
+	db.mu.Lock()
+	for _, id := range merged {
+		delete(db.pending, id)
+	}
+	db.mu.Unlock()
+	return nil
+}
+
+// loadPending rebuilds the in-memory pending map after Open.
+func (db *DB) loadPending(tx *bolt.Tx) error {
+	packsB := tx.Bucket(bucketPacks)
+	return tx.Bucket(bucketPending).ForEach(func(pack, _ []byte) error {
+		v := packsB.Get(pack)
+		if v == nil || len(pack) != chunk.IDSize {
+			return fmt.Errorf("%w: pending pack %x has no record", ErrCorrupt, pack)
+		}
+		body, _, err := decodePackValue(v)
+		if err != nil {
+			return err
+		}
+		for ; len(body) > 0; body = body[packEntrySize:] {
+			id := chunk.ID(body[:chunk.IDSize])
+			if _, dup := db.pending[id]; !dup {
+				db.pending[id] = decodeLocation(chunk.ID(pack), body[chunk.IDSize:])
+			}
+		}
+		return nil
+	})
+}
+
+func checkPack(p *PackRecord) error {
+	if p.Pack.IsZero() {
+		return fmt.Errorf("%w: zero pack id", ErrInvalidArgument)
+	}
+	if p.Size < 0 || p.Size >= MaxPackSize {
+		return fmt.Errorf("%w: pack size %d out of range", ErrInvalidArgument, p.Size)
+	}
+	if len(p.Entries) > math.MaxUint32 {
+		return fmt.Errorf("%w: %d entries", ErrInvalidArgument, len(p.Entries))
+	}
+	for i := range p.Entries {
+		e := &p.Entries[i]
+		switch {
+		case e.ID.IsZero():
+			return fmt.Errorf("%w: entry %d: zero chunk id", ErrInvalidArgument, i)
+		case e.Length == 0 || e.BlockLength == 0:
+			return fmt.Errorf("%w: entry %d: empty chunk or block", ErrInvalidArgument, i)
+		case e.BlockOffset > uint64(p.Size) || uint64(e.BlockLength) > uint64(p.Size)-e.BlockOffset:
+			return fmt.Errorf("%w: entry %d: block [%d,+%d) past pack size %d", ErrInvalidArgument, i, e.BlockOffset, e.BlockLength, p.Size)
+		case uint64(e.Offset)+uint64(e.Length) > math.MaxUint32:
+			return fmt.Errorf("%w: entry %d: offset %d + length %d overflows", ErrInvalidArgument, i, e.Offset, e.Length)
+		}
+	}
+	return nil
+}
+
+// encodePackValue stores a pack's size and its entries sorted by chunk id,
+// a chunk listed twice kept once (the first).
+func encodePackValue(p *PackRecord) []byte {
+	order := make([]int, len(p.Entries))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return bytes.Compare(p.Entries[a].ID[:], p.Entries[b].ID[:]) })
+	v := make([]byte, packHeaderSize, packHeaderSize+len(p.Entries)*packEntrySize)
+	n := uint32(0)
+	for k, i := range order {
+		e := &p.Entries[i]
+		if k > 0 && p.Entries[order[k-1]].ID == e.ID {
+			continue
+		}
+		v = append(v, e.ID[:]...)
+		v = binary.BigEndian.AppendUint64(v, e.BlockOffset)
+		v = binary.BigEndian.AppendUint32(v, e.BlockLength)
+		v = binary.BigEndian.AppendUint32(v, e.Offset)
+		v = binary.BigEndian.AppendUint32(v, e.Length)
+		n++
+	}
+	binary.BigEndian.PutUint64(v[0:], uint64(p.Size))
+	binary.BigEndian.PutUint32(v[8:], n)
+	return v
+}
+
+// decodePackValue returns the entry records (packEntrySize bytes each) and
+// the size of a pack value.
+func decodePackValue(v []byte) (entries []byte, size int64, err error) {
+	if len(v) < packHeaderSize {
+		return nil, 0, fmt.Errorf("%w: pack value of %d bytes", ErrCorrupt, len(v))
+	}
+	size = int64(binary.BigEndian.Uint64(v))
+	n := binary.BigEndian.Uint32(v[8:])
+	entries = v[packHeaderSize:]
+	if uint64(len(entries)) != uint64(n)*packEntrySize || size < 0 || size >= MaxPackSize {
+		return nil, 0, fmt.Errorf("%w: pack value of %d bytes for %d chunks, size %d", ErrCorrupt, len(v), n, size)
+	}
+	return entries, size, nil
+}
+
+func decodeLocation(pack chunk.ID, v []byte) Location {
+	return Location{
+		Pack:        pack,
+		BlockOffset: binary.BigEndian.Uint64(v[0:]),
+		BlockLength: binary.BigEndian.Uint32(v[8:]),
+		Offset:      binary.BigEndian.Uint32(v[12:]),
+		Length:      binary.BigEndian.Uint32(v[16:]),
+	}
+}
+
+// Lookup returns a location of chunk id. When a chunk sits in several
+// packs, which one is returned is unspecified.
+func (db *DB) Lookup(id chunk.ID) (loc Location, ok bool, err error) {
+	db.mu.RLock()
+	loc, ok = db.pending[id]
+	db.mu.RUnlock()
+	if ok {
+		return loc, true, nil
+	}
+	err = db.bolt.View(func(tx *bolt.Tx) error {
+		loc, ok = lookup(tx.Bucket(bucketChunks).Cursor(), id)
+		return nil
+	})
+	if err != nil {
+		return Location{}, false, fmt.Errorf("lookup chunk %s: %w", id, err)
+	}
+	return loc, ok, nil
+}
+
+// LookupMany looks up ids in one read transaction, calling fn for each in
+// order. fn must not write to db (bbolt would deadlock).
+func (db *DB) LookupMany(ids []chunk.ID, fn func(i int, loc Location, ok bool)) error {
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketChunks).Cursor()
+		for i, id := range ids {
+			db.mu.RLock()
+			loc, ok := db.pending[id]
+			db.mu.RUnlock()
+			if !ok {
+				loc, ok = lookup(c, id)
+			}
+			fn(i, loc, ok)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("lookup %d chunks: %w", len(ids), err)
+	}
+	return nil
+}
+
+func lookup(c *bolt.Cursor, id chunk.ID) (Location, bool) {
+	k, v := c.Seek(id[:])
+	if len(k) != chunkKeySize || !bytes.Equal(k[:chunk.IDSize], id[:]) || len(v) != chunkValueSize {
+		return Location{}, false
+	}
+	return decodeLocation(chunk.ID(k[chunk.IDSize:]), v), true
+}
+
+// HasPack reports whether the pack is recorded. An unreadable database
+// reports false: the caller then treats the pack as unknown, which is safe.
+func (db *DB) HasPack(pack chunk.ID) bool {
+	found := false
+	_ = db.bolt.View(func(tx *bolt.Tx) error {
+		found = tx.Bucket(bucketPacks).Get(pack[:]) != nil
+		return nil
+	})
+	return found
+}
+
+// PackCount returns the number of packs recorded. It walks the bucket.
+func (db *DB) PackCount() (n int, err error) {
+	err = db.bolt.View(func(tx *bolt.Tx) error {
+		n = tx.Bucket(bucketPacks).Stats().KeyN
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("count packs: %w", err)
+	}
+	return n, nil
+}
+
+// ChunkCount returns the number of (chunk, pack) entries recorded, merged
+// or pending. It walks the pack records.
+func (db *DB) ChunkCount() (n int, err error) {
+	err = db.bolt.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketPacks).ForEach(func(_, v []byte) error {
+			body, _, err := decodePackValue(v)
+			n += len(body) / packEntrySize
+			return err
+		})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("count chunks: %w", err)
+	}
+	return n, nil
+}
+
+// RemovePack forgets a pack and the locations in it. Removing an unknown
+// pack is a no-op. Index object names recorded by Ingest stay recorded:
+// the caller removing packs (gc) owns that bookkeeping.
+//
+// A pending pack is merged first: the pending map keeps one location per
+// chunk, and removing it in place could hide the chunk's other packs.
+func (db *DB) RemovePack(pack chunk.ID) error {
+	pending := false
+	if err := db.bolt.View(func(tx *bolt.Tx) error {
+		pending = tx.Bucket(bucketPending).Get(pack[:]) != nil
+		return nil
+	}); err != nil {
+		return fmt.Errorf("remove pack %s: %w", pack, err)
+	}
+	if pending {
+		if err := db.Merge(); err != nil {
+			return fmt.Errorf("remove pack %s: %w", pack, err)
+		}
+	}
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		packsB := tx.Bucket(bucketPacks)
+		v := packsB.Get(pack[:])
+		if v == nil {
+			return nil
+		}
+		if tx.Bucket(bucketPending).Get(pack[:]) != nil {
+			return fmt.Errorf("%w: pack became pending again", ErrCorrupt) // cannot happen: packs are added once
+		}
+		body, _, err := decodePackValue(v)
+		if err != nil {
+			return err
+		}
+		chunks := tx.Bucket(bucketChunks)
+		key := make([]byte, chunkKeySize)
+		copy(key[chunk.IDSize:], pack[:])
+		for ; len(body) > 0; body = body[packEntrySize:] {
+			copy(key, body[:chunk.IDSize])
+			if err := chunks.Delete(key); err != nil {
+				return err
+			}
+		}
+		return packsB.Delete(pack[:])
+	})
+	if err != nil {
+		return fmt.Errorf("remove pack %s: %w", pack, err)
+	}
+	return nil
+}
