@@ -325,6 +325,10 @@ func AdoptStagingDir(ctx context.Context, paths *Paths, id string) (string, bool
 			return "", false, err
 		}
 		owner, err := os.ReadFile(filepath.Join(fresh, stagingOwnerFile))
+		if err == nil {
+			// rename(2) only replaces an empty directory.
+			err = os.Remove(filepath.Join(fresh, stagingOwnerFile))
+		}
 		if err != nil {
 			_ = os.RemoveAll(fresh)
 			return "", false, fmt.Errorf("adopt staging dir: %w", err)

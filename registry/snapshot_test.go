@@ -45,7 +45,9 @@ func sameTree(t *testing.T, a, b *cocoon.Paths, idA, idB string) {
 		}
 		ba := fa.Sys().(*syscall.Stat_t).Blocks
 		bb := fb.Sys().(*syscall.Stat_t).Blocks
-		if bb > ba+64 { // 64 blocks of 512 bytes: some slack for filesystem metadata
+		// Slack for filesystem metadata: a file written out of order needs
+		// more extent-tree blocks than one written front to back.
+		if bb > ba+ba/100+64 {
 			t.Errorf("%s: pulled file allocates %d blocks, source %d: holes were written", e.Name(), bb, ba)
 		}
 	}

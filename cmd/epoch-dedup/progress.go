@@ -160,14 +160,15 @@ func (a *app) printSummary(t transferSummary) error {
 	if a.json {
 		return a.printJSON(t)
 	}
-	verb, moved := "pushed", "uploaded"
 	if t.Op == "pull" {
-		verb, moved = "pulled", "downloaded"
+		a.printf("pulled %s:%s (sha256:%s): %s raw, %s/%s chunks downloaded, %s downloaded, %s reused, ratio %s, %s\n",
+			t.Name, t.Tag, short(t.Digest), cocoon.HumanSize(t.RawBytes), count(t.NewChunks), count(t.Chunks),
+			cocoon.HumanSize(t.DownloadedBytes), cocoon.HumanSize(t.ReusedBytes), ratioString(t.Ratio), seconds(t.Seconds))
+		return nil
 	}
-	a.printf("%s %s:%s (sha256:%s): %s raw, %s/%s chunks new (%s), %s %s, %s reused, ratio %s, %s\n",
-		verb, t.Name, t.Tag, short(t.Digest), cocoon.HumanSize(t.RawBytes),
-		count(t.NewChunks), count(t.Chunks), cocoon.HumanSize(t.NewBytes),
-		cocoon.HumanSize(t.moved()), moved, cocoon.HumanSize(t.ReusedBytes),
+	a.printf("pushed %s:%s (sha256:%s): %s raw, %s/%s chunks new (%s), %s uploaded, %s reused, ratio %s, %s\n",
+		t.Name, t.Tag, short(t.Digest), cocoon.HumanSize(t.RawBytes), count(t.NewChunks), count(t.Chunks),
+		cocoon.HumanSize(t.NewBytes), cocoon.HumanSize(t.UploadedBytes), cocoon.HumanSize(t.ReusedBytes),
 		ratioString(t.Ratio), seconds(t.Seconds))
 	return nil
 }

@@ -151,7 +151,7 @@ demo" to see what it saves.` + "\n" + envHelp,
 			if len(args) > 0 {
 				msg := fmt.Sprintf("unknown command %q", args[0])
 				if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
-					msg += fmt.Sprintf(" (did you mean %q?)", s[0])
+					msg += " (did you mean " + strings.Join(s, " or ") + "?)"
 				}
 				return usagef("%s; run 'epoch-dedup --help'", msg)
 			}
@@ -185,6 +185,7 @@ demo" to see what it saves.` + "\n" + envHelp,
 		c.SilenceUsage, c.SilenceErrors = true, true
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
+	root.SuggestionsMinimumDistance = 2
 	return root
 }
 
