@@ -77,8 +77,12 @@ func TestParams_Validate(t *testing.T) {
 }
 
 func TestParseParams(t *testing.T) {
-	for _, p := range []Params{FixedPage(), {Method: Fixed, Size: 16 << 10}, SmallCDC(testPol), ResticCDC(testPol),
-		{Method: CDC, Min: 1000, Avg: 4096, Max: 10000, Pol: testPol}} {
+	for _, p := range []Params{
+		FixedPage(),
+		{Method: Fixed, Size: 16 << 10},
+		SmallCDC(testPol), ResticCDC(testPol),
+		{Method: CDC, Min: 1000, Avg: 4096, Max: 10000, Pol: testPol},
+	} {
 		s := p.String()
 		got, err := ParseParams(s, testPol)
 		if err != nil || got != p {
@@ -91,8 +95,10 @@ func TestParseParams(t *testing.T) {
 	if s := SmallCDC(testPol).String(); s != "cdc-16k-64k-256k" {
 		t.Errorf("SmallCDC().String() = %q", s)
 	}
-	for _, bad := range []string{"", "fixed", "fixed-", "fixed-4097", "fixed-+4096", "fixed--4096", "fixed-4k-1",
-		"cdc-16k-64k", "cdc-16k-64k-256x", "cdc-64k-16k-256k", "rabin-1-2-3", "fixed-99999999999999999999"} {
+	for _, bad := range []string{
+		"", "fixed", "fixed-", "fixed-4097", "fixed-+4096", "fixed--4096", "fixed-4k-1",
+		"cdc-16k-64k", "cdc-16k-64k-256x", "cdc-64k-16k-256k", "rabin-1-2-3", "fixed-99999999999999999999",
+	} {
 		if _, err := ParseParams(bad, testPol); !errors.Is(err, ErrInvalidParams) {
 			t.Errorf("ParseParams(%q) = %v, want ErrInvalidParams", bad, err)
 		}

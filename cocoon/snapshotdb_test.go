@@ -141,8 +141,11 @@ func TestSnapshotRecord_MarshalJSON(t *testing.T) {
 		rec  SnapshotRecord
 		want string
 	}{
-		{"zero keeps name and created_at", SnapshotRecord{},
-			`{"name":"","created_at":"0001-01-01T00:00:00Z"}`},
+		{
+			"zero keeps name and created_at",
+			SnapshotRecord{},
+			`{"name":"","created_at":"0001-01-01T00:00:00Z"}`,
+		},
 		{"extra after known, sorted", SnapshotRecord{ID: "x", Name: "n", CreatedAt: created, Extra: map[string]json.RawMessage{
 			"zeta": json.RawMessage(`1`), "alpha": json.RawMessage(` { "a" : 1 } `),
 		}}, `{"id":"x","name":"n","created_at":"2026-04-01T00:00:00Z","alpha":{"a":1},"zeta":1}`},

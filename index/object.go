@@ -76,7 +76,7 @@ func EncodeIndexObject(packs []PackRecord) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode index object: %w", err)
 	}
-	defer enc.Close()
+	defer func() { _ = enc.Close() }()
 	out := make([]byte, objectHeaderSize, objectHeaderSize+len(raw)+64)
 	copy(out, objectMagic)
 	out[4] = ObjectVersion

@@ -25,7 +25,8 @@ func fuzzSeeds(tb testing.TB) [][]byte {
 		tb.Fatal(err)
 	}
 	patch, err := EncodePatch(id, 3, r.Size+10, []Op{
-		{Code: OpCopy, N: 1}, {Code: OpSkip, N: 1},
+		{Code: OpCopy, N: 1},
+		{Code: OpSkip, N: 1},
 		{Code: OpInsert, N: 2, Extents: []Extent{{Length: 10, ID: id}, {Length: 1 << 33, Zero: true}}},
 		{Code: OpCopy, N: 1},
 	})

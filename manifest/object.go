@@ -315,14 +315,14 @@ func (r *bodyReader) uvarint(what string) (uint64, error) {
 	return v, nil
 }
 
-// bounded reads a uvarint that must lie in [lo, hi].
-func (r *bodyReader) bounded(what string, lo, hi uint64) (uint64, error) {
+// bounded reads a uvarint that must be at most hi.
+func (r *bodyReader) bounded(what string, hi uint64) (uint64, error) {
 	v, err := r.uvarint(what)
 	if err != nil {
 		return 0, err
 	}
-	if v < lo || v > hi {
-		return 0, fmt.Errorf("%s %d out of range [%d, %d]", what, v, lo, hi)
+	if v > hi {
+		return 0, fmt.Errorf("%s %d out of range [0, %d]", what, v, hi)
 	}
 	return v, nil
 }
@@ -355,11 +355,11 @@ func initialCap(n uint64) int {
 }
 
 func (r *bodyReader) full() (*Object, error) {
-	size, err := r.bounded("size", 0, MaxSize-1)
+	size, err := r.bounded("size", MaxSize-1)
 	if err != nil {
 		return nil, err
 	}
-	count, err := r.bounded("extent count", 0, MaxExtents)
+	count, err := r.bounded("extent count", MaxExtents)
 	if err != nil {
 		return nil, err
 	}
@@ -403,12 +403,12 @@ func (r *bodyReader) patch() (*Object, error) {
 		return nil, fmt.Errorf("%w: depth %d, want 1..%d", ErrChainTooDeep, depth, MaxChainDepth)
 	}
 	obj.Depth = int(depth)
-	size, err := r.bounded("size", 0, MaxSize-1)
+	size, err := r.bounded("size", MaxSize-1)
 	if err != nil {
 		return nil, err
 	}
 	obj.Size = int64(size)
-	nops, err := r.bounded("op count", 0, 3*MaxExtents)
+	nops, err := r.bounded("op count", 3*MaxExtents)
 	if err != nil {
 		return nil, err
 	}

@@ -199,7 +199,7 @@ func (w *Writer) Finish() ([]byte, []Entry, error) {
 	}
 	w.done = true
 	if w.ownEnc {
-		defer w.enc.Close()
+		defer func() { _ = w.enc.Close() }()
 	}
 	w.closeBlock()
 

@@ -57,7 +57,7 @@ func (r *Registry) PushBlobStats(ctx context.Context, filePath string, progress 
 	if err := p.finish(); err != nil {
 		return nil, TransferStats{}, fmt.Errorf("push blob %s: %w", filePath, err)
 	}
-	id, _, _, err := r.storeRecipe(ctx, res.recipe, nil)
+	id, err := r.storeRecipe(ctx, res.recipe, nil)
 	if err != nil {
 		return nil, TransferStats{}, fmt.Errorf("push blob %s: %w", filePath, err)
 	}
@@ -115,8 +115,10 @@ func (r *Registry) PushBlobFromStream(ctx context.Context, digest string, body i
 	if err != nil {
 		return fmt.Errorf("push blob %s: spool: %w", digest, err)
 	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
+	defer func() {
+		_ = tmp.Close()
+		_ = os.Remove(tmp.Name())
+	}()
 	h := sha256.New()
 	// Read one byte past size so a longer stream is caught, not truncated.
 	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(body, size+1))
@@ -247,7 +249,7 @@ func (r *Registry) PullBlobStats(ctx context.Context, digest, destPath string, p
 		return TransferStats{}, fmt.Errorf("pull blob %s: %w", digest, err)
 	}
 	tmp := tempName(destPath)
-	defer os.Remove(tmp)
+	defer func() { _ = os.Remove(tmp) }()
 	var (
 		st     TransferStats
 		recipe *manifest.Recipe
@@ -258,23 +260,9 @@ func (r *Registry) PullBlobStats(ctx context.Context, digest, destPath string, p
 		}
 		st = TransferStats{Files: 1, RawBytes: size, DataBytes: size, NewBytes: size}
 	} else {
-		rid, _ := chunk.ParseID(desc.Recipe)
-		base, err := r.loadRecipe(ctx, rid)
-		if err != nil {
+		if recipe, st, err = r.pullChunked(ctx, desc, tmp, progress, start); err != nil {
 			return st, fmt.Errorf("pull blob %s: %w", digest, err)
 		}
-		if base.recipe.Size != desc.Size {
-			return st, fmt.Errorf("pull blob %s: %w: recipe size %d, descriptor %d", digest, ErrCorruptStore, base.recipe.Size, desc.Size)
-		}
-		if err := r.syncIndex(ctx); err != nil {
-			return st, err
-		}
-		eng := puller.New(r.idx, r.packReader(), &puller.Options{Concurrency: r.opts.concurrency})
-		ps, err := eng.Fetch(ctx, []puller.File{{Path: tmp, Recipe: base.recipe, Digest: digest, Mode: 0o644}}, progressAdapter(progress, start))
-		if err != nil {
-			return st, fmt.Errorf("pull blob %s: %w", digest, err)
-		}
-		st, recipe = fromPullStats(ps), base.recipe
 	}
 	if err := os.Rename(tmp, destPath); err != nil {
 		return st, fmt.Errorf("pull blob %s: %w", digest, err)
@@ -288,6 +276,30 @@ func (r *Registry) PullBlobStats(ctx context.Context, digest, destPath string, p
 	r.fillStoreStats(&st, before)
 	st.Seconds = time.Since(start).Seconds()
 	return st, nil
+}
+
+// pullChunked writes the blob desc describes to path, verified.
+func (r *Registry) pullChunked(ctx context.Context, desc *blobDescriptor, path string, progress Progress, start time.Time) (*manifest.Recipe, TransferStats, error) {
+	rid, err := chunk.ParseID(desc.Recipe)
+	if err != nil {
+		return nil, TransferStats{}, err
+	}
+	base, err := r.loadRecipe(ctx, rid)
+	if err != nil {
+		return nil, TransferStats{}, err
+	}
+	if base.recipe.Size != desc.Size {
+		return nil, TransferStats{}, fmt.Errorf("%w: recipe size %d, descriptor %d", ErrCorruptStore, base.recipe.Size, desc.Size)
+	}
+	if err := r.syncIndex(ctx); err != nil {
+		return nil, TransferStats{}, err
+	}
+	eng := puller.New(r.idx, r.packReader(), &puller.Options{Concurrency: r.opts.concurrency})
+	ps, err := eng.Fetch(ctx, []puller.File{{Path: path, Recipe: base.recipe, Digest: desc.Digest, Mode: 0o644}}, progressAdapter(progress, start))
+	if err != nil {
+		return nil, TransferStats{}, err
+	}
+	return base.recipe, fromPullStats(ps), nil
 }
 
 // rememberLocal records where the chunks of a file now on disk sit, so a
@@ -318,12 +330,12 @@ func (r *Registry) pullLegacy(ctx context.Context, digest string, size int64, tm
 	if err != nil {
 		return err
 	}
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	h := sha256.New()
 	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(rc, size+1))
 	if err != nil {
@@ -353,7 +365,7 @@ func (r *Registry) StreamBlob(ctx context.Context, digest string) (io.ReadCloser
 	if err != nil {
 		return nil, 0, fmt.Errorf("stream blob %s: %w", digest, err)
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 	path := filepath.Join(dir, "blob")
 	if err := r.PullBlob(ctx, digest, path); err != nil {
 		return nil, 0, err
@@ -415,6 +427,9 @@ func syncDir(dir string) error {
 	if err != nil {
 		return err
 	}
-	defer d.Close()
-	return d.Sync()
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

@@ -212,7 +212,7 @@ func TestBlob_DedupSecondVersion(t *testing.T) {
 			}
 			// Random pages do not compress: the floor is changed*page plus
 			// metadata (a recipe of 2048 extents, a pack table, an index object).
-			if limit := int64(changed*page) * 3 / 2 + 96<<10; st.UploadedBytes > limit {
+			if limit := int64(changed*page)*3/2 + 96<<10; st.UploadedBytes > limit {
 				t.Errorf("second push uploaded %d bytes, want <= %d", st.UploadedBytes, limit)
 			}
 			dst := filepath.Join(t.TempDir(), "out")

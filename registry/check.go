@@ -272,6 +272,10 @@ func (c *checker) manifests(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Tags first, so a problem names a tag before a bare digest.
+	slices.SortStableFunc(refs, func(a, b manifestRef) int {
+		return cmpBool(a.tag == "", b.tag == "")
+	})
 	have := map[string]bool{}
 	for i, ref := range refs {
 		have[ref.key] = true
@@ -650,6 +654,16 @@ func (c *checker) extract(data []byte, entries []pack.Entry) (int, string) {
 		lo = hi
 	}
 	return bad, first
+}
+
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
 }
 
 func cmpU64(a, b uint64) int {

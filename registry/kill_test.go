@@ -88,10 +88,7 @@ func TestPull_KilledMidway(t *testing.T) {
 	}
 	// Kill once the staging dir holds some fetched data.
 	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if staged(dst) > 1<<20 {
-			break
-		}
+	for staged(dst) <= 1<<20 {
 		if time.Now().After(deadline) {
 			_ = cmd.Process.Kill()
 			t.Fatal("child never started writing")

@@ -31,11 +31,11 @@ const (
 // side are taken at the object-store client (real requests).
 type TransferStats struct {
 	Files           int64   `json:"files"`
-	RawBytes        int64   `json:"raw_bytes"`   // file bytes, holes included
-	DataBytes       int64   `json:"data_bytes"`  // non-zero bytes chunked
-	Chunks          int64   `json:"chunks"`      // data chunks (not holes)
-	NewChunks       int64   `json:"new_chunks"`  // chunks the other side lacked
-	NewBytes        int64   `json:"new_bytes"`   // raw bytes of those chunks
+	RawBytes        int64   `json:"raw_bytes"`    // file bytes, holes included
+	DataBytes       int64   `json:"data_bytes"`   // non-zero bytes chunked
+	Chunks          int64   `json:"chunks"`       // data chunks (not holes)
+	NewChunks       int64   `json:"new_chunks"`   // chunks the other side lacked
+	NewBytes        int64   `json:"new_bytes"`    // raw bytes of those chunks
 	ReusedBytes     int64   `json:"reused_bytes"` // raw bytes not moved thanks to dedup
 	UploadedBytes   int64   `json:"uploaded_bytes,omitempty"`
 	DownloadedBytes int64   `json:"downloaded_bytes,omitempty"`
@@ -138,7 +138,7 @@ func (p *pusher) addFile(path string) (*fileResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("push %s: %w", path, err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("push %s: %w", path, err)

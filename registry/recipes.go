@@ -19,35 +19,35 @@ type baseRecipe struct {
 }
 
 // storeRecipe writes recipe as a full object, or as a patch against base
-// when that is much smaller, and returns its object ID and the bytes sent.
+// when that is much smaller, and returns its object ID.
 // A file that did not change yields the base's own ID and sends nothing.
-func (r *Registry) storeRecipe(ctx context.Context, recipe *manifest.Recipe, base *baseRecipe) (chunk.ID, int, int64, error) {
+func (r *Registry) storeRecipe(ctx context.Context, recipe *manifest.Recipe, base *baseRecipe) (chunk.ID, error) {
 	full, err := manifest.EncodeFull(recipe)
 	if err != nil {
-		return chunk.ID{}, 0, 0, fmt.Errorf("encode recipe: %w", err)
+		return chunk.ID{}, fmt.Errorf("encode recipe: %w", err)
 	}
-	data, depth := full, 0
+	data := full
 	if base != nil {
 		if base.recipe.Equal(recipe) {
-			return base.id, base.depth, 0, nil
+			return base.id, nil
 		}
 		ops := manifest.Diff(base.recipe, recipe)
 		patch, err := manifest.EncodePatch(base.id, base.depth+1, recipe.Size, ops)
 		if err != nil {
-			return chunk.ID{}, 0, 0, fmt.Errorf("encode recipe patch: %w", err)
+			return chunk.ID{}, fmt.Errorf("encode recipe patch: %w", err)
 		}
 		if manifest.Plan(base.depth, len(full), len(patch)) {
-			data, depth = patch, base.depth+1
+			data = patch
 		}
 	}
 	id := chunk.Sum(data)
 	if _, err := r.store.Stat(ctx, recipeKey(id)); err == nil {
-		return id, depth, 0, nil
+		return id, nil
 	}
 	if err := r.putImmutable(ctx, recipeKey(id), data); err != nil {
-		return chunk.ID{}, 0, 0, fmt.Errorf("write recipe %s: %w", id, err)
+		return chunk.ID{}, fmt.Errorf("write recipe %s: %w", id, err)
 	}
-	return id, depth, int64(len(data)), nil
+	return id, nil
 }
 
 // loadRecipe reads and verifies a recipe object and resolves its patch

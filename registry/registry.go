@@ -116,15 +116,15 @@ func WithPackSize(n int64) Option {
 // Registry is the Epoch snapshot registry over a chunked, deduplicated
 // store. It is safe for concurrent use.
 type Registry struct {
-	store   *objectstore.Client
-	opts    options
-	optErr  error
-	initMu  sync.Mutex
-	ready   bool
-	idx     *index.DB
-	pol     chunker.Pol
-	enc     *zstd.Encoder // shared by every pack writer: EncodeAll is concurrency-safe
-	syncMu  sync.Mutex
+	store  *objectstore.Client
+	opts   options
+	optErr error
+	initMu sync.Mutex
+	ready  bool
+	idx    *index.DB
+	pol    chunker.Pol
+	enc    *zstd.Encoder // shared by every pack writer: EncodeAll is concurrency-safe
+	syncMu sync.Mutex
 }
 
 // storeConfig is the store's config object: what every writer must agree on.

@@ -201,13 +201,13 @@ func (r *Registry) pushFiles(ctx context.Context, m *manifest.Manifest, inputs, 
 	baseResults := make([]*fileResult, len(bases))
 	for i, in := range bases {
 		// A base image the store already has is not read again.
-		res, err := r.knownBaseImage(ctx, in)
-		if err == nil && res == nil {
-			res, err = p.addFile(in.path)
-		}
-		if err != nil {
-			p.abort(err)
-			return TransferStats{}, err
+		res := r.knownBaseImage(ctx, in)
+		if res == nil {
+			var err error
+			if res, err = p.addFile(in.path); err != nil {
+				p.abort(err)
+				return TransferStats{}, err
+			}
 		}
 		baseResults[i] = res
 	}
@@ -252,25 +252,26 @@ func (r *Registry) pushFiles(ctx context.Context, m *manifest.Manifest, inputs, 
 }
 
 // knownBaseImage returns the layer facts of a base image the store already
-// holds under the SHA-256 its name claims, or nil to push it.
-func (r *Registry) knownBaseImage(ctx context.Context, in pushInput) (*fileResult, error) {
+// holds under the SHA-256 its name claims, or nil to push it. Anything
+// unusual (unknown, legacy, size mismatch) means: push it again, chunked.
+func (r *Registry) knownBaseImage(ctx context.Context, in pushInput) *fileResult {
 	digest := strings.TrimSuffix(in.name, filepath.Ext(in.name))
 	if _, err := validateDigest(digest); err != nil {
-		return nil, nil
+		return nil
 	}
 	desc, legacy, size, err := r.readDescriptor(ctx, digest)
 	if err != nil || legacy {
-		return nil, nil //nolint:nilerr // unknown or legacy: push it chunked
+		return nil
 	}
 	fi, err := os.Stat(in.path)
 	if err != nil || fi.Size() != size {
-		return nil, nil //nolint:nilerr // a mismatch is for the push to find
+		return nil
 	}
 	rid, err := chunk.ParseID(desc.Recipe)
 	if err != nil {
-		return nil, nil //nolint:nilerr // corrupt descriptor: push again
+		return nil
 	}
-	return &fileResult{digest: digest, size: size, mode: baseImageRO, knownRecipe: rid}, nil
+	return &fileResult{digest: digest, size: size, mode: baseImageRO, knownRecipe: rid}
 }
 
 // commitFile stores a file's recipe and blob descriptor and returns its layer.
@@ -291,7 +292,7 @@ func (r *Registry) commitFile(ctx context.Context, name string, res *fileResult,
 			base, _ = r.loadRecipe(ctx, id)
 		}
 	}
-	id, _, _, err := r.storeRecipe(ctx, res.recipe, base)
+	id, err := r.storeRecipe(ctx, res.recipe, base)
 	if err != nil {
 		return layer, fmt.Errorf("%s: %w", name, err)
 	}
@@ -400,7 +401,7 @@ func (r *Registry) PullSnapshot(ctx context.Context, paths *cocoon.Paths, name, 
 			return fail(err)
 		}
 	}
-	defer os.RemoveAll(staging)
+	defer func() { _ = os.RemoveAll(staging) }()
 	_, _ = cocoon.CleanStaleStaging(ctx, paths, 0)
 	ps, err := r.fetchLayers(ctx, staging, m, resume, opts.Progress, start)
 	if err != nil {
