@@ -123,6 +123,11 @@ type fetch struct {
 	stats    Stats
 	progress func(Stats)
 	mu       sync.Mutex // serialises progress callbacks
+
+	// The download workers count into these, never into stats: a progress
+	// report copies stats while other workers are still counting.
+	downloaded atomic.Int64
+	requests   atomic.Int64
 }
 
 // Fetch writes every file, reading each distinct chunk once, verifying it,
@@ -134,25 +139,35 @@ func (e *Engine) Fetch(ctx context.Context, files []File, progress func(Stats)) 
 	f := &fetch{e: e, progress: progress}
 	defer f.closeAll()
 	if err := f.open(files); err != nil {
-		return f.stats, err
+		return f.snapshot(), err
 	}
 	if err := f.plan(files); err != nil {
-		return f.stats, err
+		return f.snapshot(), err
 	}
 	remaining, err := f.copyLocal(ctx)
 	if err != nil {
-		return f.stats, err
+		return f.snapshot(), err
 	}
 	if err := f.download(ctx, remaining); err != nil {
-		return f.stats, err
+		return f.snapshot(), err
 	}
 	for i, file := range files {
 		if err := f.finish(i, file); err != nil {
-			return f.stats, err
+			return f.snapshot(), err
 		}
 	}
 	f.report()
-	return f.stats, nil
+	return f.snapshot(), nil
+}
+
+// snapshot returns the stats so far. Only the download counters change
+// while workers run, and they are atomics; every other field is written
+// before the workers start or after they end.
+func (f *fetch) snapshot() Stats {
+	s := f.stats
+	s.DownloadedBytes = f.downloaded.Load()
+	s.Requests = f.requests.Load()
+	return s
 }
 
 func (f *fetch) open(files []File) error {
@@ -184,13 +199,27 @@ func (f *fetch) closeAll() {
 }
 
 // plan lists every data extent and drops those already in place from an
-// interrupted earlier run.
+// interrupted earlier run. In a resumed file it also clears whatever is
+// not zero where the recipe has zero extents.
 func (f *fetch) plan(files []File) error {
 	buf := make([]byte, 0, 64<<10)
 	for i, file := range files {
 		var off int64
+		var regions []chunk.Region
+		if file.Resume {
+			var err error
+			if regions, err = chunk.DataRegions(f.files[i], file.Recipe.Size); err != nil {
+				return fmt.Errorf("resume %s: %w", file.Path, err)
+			}
+		}
 		for _, ext := range file.Recipe.Extents {
 			length := int64(ext.Length)
+			if ext.Zero && file.Resume {
+				var err error
+				if regions, buf, err = f.zeroed(i, off, length, regions, buf); err != nil {
+					return err
+				}
+			}
 			if !ext.Zero {
 				f.stats.Chunks++
 				t := target{id: ext.ID, file: int32(i), length: uint32(length), offset: off}
@@ -229,6 +258,41 @@ func (f *fetch) inPlace(buf []byte, t target) ([]byte, bool, error) {
 		return buf, false, fmt.Errorf("resume %s: %w", f.files[t.file].Name(), err)
 	}
 	return buf, n == len(buf) && chunk.Sum(buf) == t.id, nil
+}
+
+// zeroed makes [off, off+length) of resumed file i read as zeros. Zero
+// extents are never written and finish hashes them as zeros without
+// reading them, so bytes an earlier writer left there would survive into a
+// file that passes its digest check. Only the data regions of the file
+// (SEEK_DATA) are read, so the holes of a sparse file cost nothing, and
+// only pieces that are not zero are overwritten. regions is the file's data
+// regions from off on; it is returned advanced for the next extent.
+func (f *fetch) zeroed(i int, off, length int64, regions []chunk.Region, buf []byte) ([]chunk.Region, []byte, error) {
+	fh := f.files[i]
+	end := off + length
+	for len(regions) > 0 && regions[0].End() <= off {
+		regions = regions[1:]
+	}
+	for _, r := range regions {
+		if r.Offset >= end {
+			break
+		}
+		for p, hi := max(r.Offset, off), min(r.End(), end); p < hi; {
+			n := min(hi-p, 1<<20)
+			buf = slices.Grow(buf[:0], int(n))[:n]
+			if _, err := fh.ReadAt(buf, p); err != nil && !errors.Is(err, io.EOF) {
+				return regions, buf, fmt.Errorf("resume %s: %w", fh.Name(), err)
+			}
+			if !chunk.IsZero(buf) {
+				clear(buf)
+				if _, err := fh.WriteAt(buf, p); err != nil {
+					return regions, buf, fmt.Errorf("resume %s: clear zero extent: %w", fh.Name(), err)
+				}
+			}
+			p += n
+		}
+	}
+	return regions, buf, nil
 }
 
 // unique returns the distinct IDs of targets, in order.
@@ -308,6 +372,11 @@ func (f *fetch) copyLocal(ctx context.Context) ([]chunk.ID, error) {
 func (f *fetch) download(ctx context.Context, ids []chunk.ID) error {
 	if len(ids) == 0 {
 		return nil
+	}
+	if f.e.idx == nil {
+		// Without an index no chunk can be located; say so instead of
+		// dereferencing nil (copyLocal already allows a nil index).
+		return fmt.Errorf("%w: %s (no store index)", ErrChunkMissing, ids[0])
 	}
 	byPack := make(map[chunk.ID][]pack.Entry)
 	var missing error
@@ -395,8 +464,8 @@ func (f *fetch) fetchRun(ctx context.Context, p chunk.ID, run pack.Run, buf []by
 	if err != nil {
 		return buf, fmt.Errorf("read pack %s [%d,+%d): %w", p, run.Offset, run.Length, err)
 	}
-	atomic.AddInt64(&f.stats.DownloadedBytes, int64(run.Length))
-	atomic.AddInt64(&f.stats.Requests, 1)
+	f.downloaded.Add(int64(run.Length))
+	f.requests.Add(1)
 	err = pack.ExtractChunks(buf, run.Offset, run.Entries, func(e pack.Entry, data []byte) error {
 		return f.write(e.ID, data)
 	})
@@ -413,10 +482,7 @@ func (f *fetch) report() {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	s := f.stats
-	s.DownloadedBytes = atomic.LoadInt64(&f.stats.DownloadedBytes)
-	s.Requests = atomic.LoadInt64(&f.stats.Requests)
-	f.progress(s)
+	f.progress(f.snapshot())
 }
 
 // finish checks file i against its digest, sets its mode and syncs it.
