@@ -466,14 +466,62 @@ func (f *fetch) fetchRun(ctx context.Context, p chunk.ID, run pack.Run, buf []by
 	}
 	f.downloaded.Add(int64(run.Length))
 	f.requests.Add(1)
+	w := coalescer{f: f}
 	err = pack.ExtractChunks(buf, run.Offset, run.Entries, func(e pack.Entry, data []byte) error {
-		return f.write(e.ID, data)
+		return w.add(e.ID, data)
 	})
+	if err == nil {
+		err = w.flush()
+	}
 	if err != nil {
 		return buf, fmt.Errorf("pack %s: %w", p, err)
 	}
 	f.report()
 	return buf, nil
+}
+
+// coalesceMax bounds the bytes a coalescer holds before writing.
+const coalesceMax = 1 << 20
+
+// coalescer joins writes of chunks that land next to each other in one
+// file: a pack stores a file's pages in file order, so a run of 4 KiB pages
+// becomes one write instead of hundreds.
+type coalescer struct {
+	f    *fetch
+	file int32
+	off  int64
+	buf  []byte
+}
+
+func (c *coalescer) add(id chunk.ID, data []byte) error {
+	for _, t := range c.f.targetsOf(id) {
+		if int(t.length) != len(data) {
+			return fmt.Errorf("chunk %s: recipe says %d bytes, chunk has %d", id, t.length, len(data))
+		}
+		if len(c.buf) > 0 && (t.file != c.file || t.offset != c.off+int64(len(c.buf)) || len(c.buf)+len(data) > coalesceMax) {
+			if err := c.flush(); err != nil {
+				return err
+			}
+		}
+		if len(c.buf) == 0 {
+			c.file, c.off = t.file, t.offset
+		}
+		c.buf = append(c.buf, data...)
+	}
+	return nil
+}
+
+func (c *coalescer) flush() error {
+	if len(c.buf) == 0 {
+		return nil
+	}
+	fh := c.f.files[c.file]
+	_, err := fh.WriteAt(c.buf, c.off)
+	c.buf = c.buf[:0]
+	if err != nil {
+		return fmt.Errorf("write %s: %w", fh.Name(), err)
+	}
+	return nil
 }
 
 func (f *fetch) report() {
@@ -515,22 +563,39 @@ func digestFile(fh *os.File, recipe *manifest.Recipe) (string, error) {
 	h := sha256.New()
 	zeros := make([]byte, 64<<10)
 	buf := make([]byte, 1<<20)
-	var off int64
+	// Neighbouring data extents are read as one run: a memory image is
+	// hundreds of thousands of 4 KiB extents, and a read per extent would
+	// cost more than the hashing.
+	var off, runStart, runLen int64
+	flush := func() error {
+		if runLen == 0 {
+			return nil
+		}
+		_, err := io.CopyBuffer(h, io.NewSectionReader(fh, runStart, runLen), buf)
+		runLen = 0
+		return err
+	}
 	for _, ext := range recipe.Extents {
 		length := int64(ext.Length)
 		if ext.Zero {
+			if err := flush(); err != nil {
+				return "", err
+			}
 			for n := length; n > 0; {
 				k := min(n, int64(len(zeros)))
 				h.Write(zeros[:k])
 				n -= k
 			}
 		} else {
-			sr := io.NewSectionReader(fh, off, length)
-			if _, err := io.CopyBuffer(h, sr, buf); err != nil {
-				return "", err
+			if runLen == 0 {
+				runStart = off
 			}
+			runLen += length
 		}
 		off += length
+	}
+	if err := flush(); err != nil {
+		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
