@@ -52,6 +52,12 @@ func (db *DB) Check() error {
 
 func checkPacks(tx *bolt.Tx, report func(string, ...any) bool) {
 	packs, chunks, pending := tx.Bucket(bucketPacks), tx.Bucket(bucketChunks), tx.Bucket(bucketPending)
+	_ = tx.Bucket(bucketDeleted).ForEach(func(k, _ []byte) error {
+		if packs.Get(k) != nil && !report("deleted pack %x is still recorded", k) {
+			return errStop
+		}
+		return nil
+	})
 	_ = pending.ForEach(func(k, _ []byte) error {
 		if packs.Get(k) == nil && !report("pending pack %x has no record", k) {
 			return errStop

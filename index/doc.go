@@ -15,7 +15,11 @@
 // of an index object and its name in one transaction (idempotent, so a
 // node can ingest index objects it lists without tracking progress
 // elsewhere); Lookup and LookupMany find locations; RemovePack forgets a
-// pack. EncodeIndexObject and DecodeIndexObject are the format of the
+// pack; IngestTombstone forgets the packs a gc tombstone names and keeps
+// them out for good (no later Ingest of an older index object adds them
+// back); ForEachPack walks every pack with its table and LookupManyAccept
+// finds a location outside packs the caller refuses (gc's condemned ones).
+// EncodeIndexObject and DecodeIndexObject are the format of the
 // index objects a push writes (magic "EDIX", version, lengths, zstd body,
 // CRC-32C).
 //

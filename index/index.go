@@ -67,7 +67,8 @@ var (
 	bucketPaths      = []byte("paths")      // path -> file no
 	bucketLocal      = []byte("local")      // chunk id ‖ file no -> offset, length
 	bucketFileChunks = []byte("filechunks") // file no ‖ chunk id -> nil (to forget a file)
-	allBuckets       = [][]byte{bucketMeta, bucketPacks, bucketPending, bucketChunks, bucketIngested, bucketFiles, bucketPaths, bucketLocal, bucketFileChunks}
+	bucketDeleted    = []byte("deleted")    // pack id -> nil: packs a gc tombstone names; never added again
+	allBuckets       = [][]byte{bucketMeta, bucketPacks, bucketPending, bucketChunks, bucketIngested, bucketFiles, bucketPaths, bucketLocal, bucketFileChunks, bucketDeleted}
 
 	keyMagic   = []byte("magic")
 	keyVersion = []byte("version")

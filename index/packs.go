@@ -13,7 +13,8 @@ import (
 )
 
 // AddPack records a pack and its entries. Adding a known pack is a no-op:
-// packs are content addressed, so the same id means the same table.
+// packs are content addressed, so the same id means the same table. A pack
+// a tombstone named (IngestTombstone) is never added again.
 //
 // The pack's table is written as one value and its entries are served
 // from memory until MergeThreshold entries are pending; then they are
@@ -72,9 +73,9 @@ func (db *DB) addPacks(packs []PackRecord, name string) error {
 				return err
 			}
 		}
-		packsB, pendingB := tx.Bucket(bucketPacks), tx.Bucket(bucketPending)
+		packsB, pendingB, deletedB := tx.Bucket(bucketPacks), tx.Bucket(bucketPending), tx.Bucket(bucketDeleted)
 		for _, p := range packs {
-			if packsB.Get(p.Pack[:]) != nil {
+			if packsB.Get(p.Pack[:]) != nil || deletedB.Get(p.Pack[:]) != nil {
 				continue
 			}
 			key := bytes.Clone(p.Pack[:])

@@ -44,11 +44,13 @@ func (r *Registry) PushBlobStats(ctx context.Context, filePath string, progress 
 	if err := r.init(ctx); err != nil {
 		return nil, TransferStats{}, err
 	}
-	if err := r.syncIndex(ctx); err != nil {
+	guard, err := r.startPush(ctx)
+	if err != nil {
 		return nil, TransferStats{}, err
 	}
 	before := r.store.Stats()
 	p := r.newPusher(ctx, progress)
+	p.condemned = guard.condemned
 	res, err := p.addFile(filePath)
 	if err != nil {
 		p.abort(err)
@@ -61,8 +63,15 @@ func (r *Registry) PushBlobStats(ctx context.Context, filePath string, progress 
 	if err != nil {
 		return nil, TransferStats{}, fmt.Errorf("push blob %s: %w", filePath, err)
 	}
-	if err := r.writeDescriptor(ctx, res, id); err != nil {
+	// The gc commit check; the descriptor is this push's commit point.
+	deadline, err := r.commitCheck(ctx, guard, []chunk.ID{id}, []string{res.digest}, map[chunk.ID]*manifest.Recipe{id: res.recipe})
+	if err != nil {
 		return nil, TransferStats{}, fmt.Errorf("push blob %s: %w", filePath, err)
+	}
+	wctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	if err := r.writeDescriptor(wctx, res, id); err != nil {
+		return nil, TransferStats{}, fmt.Errorf("push blob %s: %w", filePath, gcDeadline(wctx, err))
 	}
 	st := p.snapshot()
 	r.fillStoreStats(&st, before)

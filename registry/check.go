@@ -310,14 +310,6 @@ func (c *checker) manifests(ctx context.Context) error {
 	return nil
 }
 
-func mapsKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	return keys
-}
-
 func (c *checker) manifest(ctx context.Context, ref manifestRef) error {
 	data, _, err := c.r.store.GetBytes(ctx, ref.key, maxManifest)
 	if errors.Is(err, objectstore.ErrNotFound) {

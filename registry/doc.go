@@ -33,6 +33,31 @@
 // ETag, so concurrent pushers from many machines never lose each other's
 // tags.
 //
+// # Garbage collection
+//
+// GC (docs/GC.md) deletes what no kept manifest needs without a lock: any
+// number of pushes and pulls run meanwhile. A run syncs its index, applies
+// retention (GCOptions.KeepLast, KeepTags), marks as live the recipe chains
+// and chunks of every manifest and of every blob descriptor younger than
+// the grace period T, executes the plans (gc/plans/) of earlier runs older
+// than T (a tombstone in gc/deleted/ naming what goes, the deletions, then
+// the plan; a condemned object found live again is kept), and writes a new
+// plan condemning what is older than T and not live. Packs whose live share
+// is below GCOptions.RewriteBelow first have their live chunks copied to a
+// new pack. Nothing is deleted before a later run, at least T after it was
+// condemned.
+//
+// Pushes cooperate: chunks located only in condemned packs count as
+// unknown; right before a manifest or blob descriptor is written, a push
+// lists the plans again, copies chunks it uses out of packs condemned by a
+// plan older than T/2, fails with ErrConcurrentGC (retryable) when it uses
+// a condemned or deleted recipe or descriptor, and writes the manifest under
+// a deadline of T/4. Every node's index sync ingests the tombstones; a
+// deleted pack is never indexed again. Every pack starts with a random salt
+// chunk, so a pack uploaded again never takes the ID of a condemned or
+// deleted one. The pushers' T (WithGCGrace) must not exceed gc's
+// (GCOptions.Grace); both default to 1 h.
+//
 // # Reads
 //
 // Every chunk is verified against its BLAKE3 ID, every recipe against its

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cocoonstack/epoch-dedup/chunk"
 	"github.com/cocoonstack/epoch-dedup/manifest"
 	"github.com/cocoonstack/epoch-dedup/objectstore"
 )
@@ -97,6 +98,14 @@ func (r *Registry) PushManifestJSON(ctx context.Context, name, tag string, data 
 }
 
 func (r *Registry) pushManifestJSON(ctx context.Context, name, tag string, data []byte) (string, error) {
+	return r.pushManifestGuarded(ctx, name, tag, data, nil, nil)
+}
+
+// pushManifestGuarded writes a manifest after the gc commit check (see
+// commitCheck): g is what the push saw of gc when it started (nil for a
+// manifest pushed on its own), known the recipes it holds in memory. The
+// manifest objects are written under the check's deadline.
+func (r *Registry) pushManifestGuarded(ctx context.Context, name, tag string, data []byte, g *gcGuard, known map[chunk.ID]*manifest.Recipe) (string, error) {
 	if err := manifest.ValidateName(name); err != nil {
 		return "", fmt.Errorf("push manifest %s:%s: %w", name, tag, err)
 	}
@@ -110,8 +119,17 @@ func (r *Registry) pushManifestJSON(ctx context.Context, name, tag string, data 
 	if m.Name != name || m.Tag != tag {
 		return "", fmt.Errorf("push manifest %s:%s: %w: document names %s:%s", name, tag, manifest.ErrInvalidManifest, m.Name, m.Tag)
 	}
+	recipes, digests := manifestDeps(m)
+	deadline, err := r.commitCheck(ctx, g, recipes, digests, known)
+	if err != nil {
+		return "", fmt.Errorf("push manifest %s:%s: %w", name, tag, err)
+	}
+	wctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	// Every blob checked after the plans were listed: a descriptor gc
+	// deleted before then is found missing here.
 	for _, l := range append(slices.Clone(m.Layers), m.BaseImages...) {
-		ok, err := r.BlobExists(ctx, l.Digest)
+		ok, err := r.BlobExists(wctx, l.Digest)
 		if err != nil {
 			return "", fmt.Errorf("push manifest %s:%s: layer %s: %w", name, tag, l.Filename, err)
 		}
@@ -120,11 +138,11 @@ func (r *Registry) pushManifestJSON(ctx context.Context, name, tag string, data 
 		}
 	}
 	digest := manifest.Digest(data)
-	if err := r.putImmutable(ctx, manifestDigestKey(name, digest), data); err != nil {
-		return "", fmt.Errorf("push manifest %s:%s: %w", name, tag, err)
+	if err := r.putImmutable(wctx, manifestDigestKey(name, digest), data); err != nil {
+		return "", fmt.Errorf("push manifest %s:%s: %w", name, tag, gcDeadline(wctx, err))
 	}
-	if _, err := r.store.PutBytes(ctx, manifestTagKey(name, tag), data, objectstore.PutOptions{}); err != nil {
-		return "", fmt.Errorf("push manifest %s:%s: %w", name, tag, err)
+	if _, err := r.store.PutBytes(wctx, manifestTagKey(name, tag), data, objectstore.PutOptions{}); err != nil {
+		return "", fmt.Errorf("push manifest %s:%s: %w", name, tag, gcDeadline(wctx, err))
 	}
 	err = r.updateCatalog(ctx, func(c *manifest.Catalog) bool {
 		repo := c.Repositories[name]

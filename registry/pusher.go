@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -76,13 +75,16 @@ type pusher struct {
 
 	mu      sync.Mutex
 	pending map[chunk.ID]struct{} // queued in this push, not yet indexed
-	records []index.PackRecord
 	err     error
 
 	stats    TransferStats
 	uploaded atomic.Int64
 	progress Progress
 	started  time.Time
+
+	// condemned: packs a gc plan listed at the start of the push condemns;
+	// chunks located only there count as unknown and are uploaded again.
+	condemned map[chunk.ID]bool
 }
 
 func (r *Registry) newPusher(ctx context.Context, progress Progress) *pusher {
@@ -258,7 +260,8 @@ func (p *pusher) split(sp *chunk.Splitter, recipe *manifest.Recipe, hashed chan<
 }
 
 // classify marks the chunks of b the store lacks and that no earlier batch
-// of this push queued.
+// of this push queued. A chunk located only in packs a gc plan condemns
+// counts as lacking (see GC.md).
 func (p *pusher) classify(b *batch) error {
 	var ids []chunk.ID
 	var where []int
@@ -271,7 +274,13 @@ func (p *pusher) classify(b *batch) error {
 	}
 	atomic.AddInt64(&p.stats.Chunks, int64(len(ids)))
 	known := make([]bool, len(ids))
-	err := p.r.idx.LookupMany(ids, func(i int, _ index.Location, ok bool) { known[i] = ok })
+	mark := func(i int, _ index.Location, ok bool) { known[i] = ok }
+	var err error
+	if len(p.condemned) > 0 {
+		err = p.r.idx.LookupManyAccept(ids, func(pack chunk.ID) bool { return !p.condemned[pack] }, mark)
+	} else {
+		err = p.r.idx.LookupMany(ids, mark)
+	}
 	if err != nil {
 		return fmt.Errorf("look up chunks: %w", err)
 	}
@@ -307,7 +316,7 @@ func (p *pusher) packLoop() {
 			}
 			if w == nil {
 				var err error
-				if w, err = pack.NewWriter(pack.WithEncoder(p.r.enc), pack.WithSizeHint(int(p.r.opts.packSize)+1<<20)); err != nil {
+				if w, err = p.r.newPackWriter(); err != nil {
 					p.fail(fmt.Errorf("new pack: %w", err))
 					continue
 				}
@@ -357,12 +366,18 @@ func (p *pusher) upload(w *pack.Writer) {
 		for i, e := range entries {
 			pe[i] = index.PackEntry{ID: e.ID, BlockOffset: e.BlockOffset, BlockLength: e.BlockLength, Offset: e.Offset, Length: e.Length}
 		}
-		if err := p.r.idx.AddPack(id, int64(len(data)), pe); err != nil {
-			p.fail(fmt.Errorf("index pack %s: %w", id, err))
+		rec := index.PackRecord{Pack: id, Size: int64(len(data)), Entries: pe}
+		// The node index learns of the pack only after the index object
+		// that tells every other node is stored: a push that dies between
+		// the two must not leave this node deduplicating against chunks no
+		// other node can find.
+		n, err := p.r.writeIndexObject(p.ctx, []index.PackRecord{rec})
+		if err != nil {
+			p.fail(err)
 			return
 		}
+		p.uploaded.Add(n)
 		p.mu.Lock()
-		p.records = append(p.records, index.PackRecord{Pack: id, Size: int64(len(data)), Entries: pe})
 		for _, e := range entries {
 			delete(p.pending, e.ID)
 		}
@@ -371,8 +386,27 @@ func (p *pusher) upload(w *pack.Writer) {
 	}()
 }
 
-// finish flushes the last pack, waits for every upload and writes the index
-// object that tells other nodes about the new packs.
+// writeIndexObject stores an index object naming packs (already uploaded)
+// and ingests it into the node index. It returns the bytes sent.
+func (r *Registry) writeIndexObject(ctx context.Context, packs []index.PackRecord) (int64, error) {
+	data, err := index.EncodeIndexObject(packs)
+	if err != nil {
+		return 0, fmt.Errorf("encode index object: %w", err)
+	}
+	name := fmt.Sprintf("%s%016x-%s", indexObjectDir, time.Now().UnixNano(), packs[0].Pack.String()[:24])
+	// The name is ours alone: a create-only conflict can only be our own
+	// earlier attempt whose response was lost.
+	if err := r.putImmutable(ctx, name, data); err != nil {
+		return 0, fmt.Errorf("write index object: %w", err)
+	}
+	if err := r.idx.Ingest(name, packs); err != nil {
+		return 0, fmt.Errorf("index %s: %w", name, err)
+	}
+	return int64(len(data)), nil
+}
+
+// finish flushes the last pack and waits for every upload (each pack
+// uploads its own index object).
 func (p *pusher) finish() error {
 	close(p.toPack)
 	<-p.packDone
@@ -380,27 +414,7 @@ func (p *pusher) finish() error {
 	if err := p.failed(); err != nil {
 		return err
 	}
-	if err := p.ctx.Err(); err != nil {
-		return err
-	}
-	if len(p.records) == 0 {
-		return nil
-	}
-	data, err := index.EncodeIndexObject(p.records)
-	if err != nil {
-		return fmt.Errorf("encode index object: %w", err)
-	}
-	var rnd [6]byte
-	_, _ = rand.Read(rnd[:])
-	name := fmt.Sprintf("%s%016x-%s", indexObjectDir, time.Now().UnixNano(), hex.EncodeToString(rnd[:]))
-	if _, err := p.r.store.PutBytes(p.ctx, name, data, objectstore.PutOptions{IfNoneMatch: true}); err != nil {
-		return fmt.Errorf("write index object: %w", err)
-	}
-	p.uploaded.Add(int64(len(data)))
-	if err := p.r.idx.Ingest(name, p.records); err != nil {
-		return fmt.Errorf("index %s: %w", name, err)
-	}
-	return nil
+	return p.ctx.Err()
 }
 
 // abort stops the pipeline after an error in the caller.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 
 	"github.com/cocoonstack/epoch-dedup/chunk"
 	"github.com/cocoonstack/epoch-dedup/manifest"
@@ -47,6 +49,7 @@ func (r *Registry) storeRecipe(ctx context.Context, recipe *manifest.Recipe, bas
 	if err := r.putImmutable(ctx, recipeKey(id), data); err != nil {
 		return chunk.ID{}, fmt.Errorf("write recipe %s: %w", id, err)
 	}
+	r.cacheRecipe(id, data)
 	return id, nil
 }
 
@@ -59,15 +62,9 @@ func (r *Registry) loadRecipe(ctx context.Context, id chunk.ID) (*baseRecipe, er
 		if len(chain) > manifest.MaxChainDepth {
 			return nil, fmt.Errorf("%w: recipe %s: patch chain longer than %d", ErrCorruptStore, id, manifest.MaxChainDepth)
 		}
-		data, _, err := r.store.GetBytes(ctx, recipeKey(cur), maxRecipeObject)
+		data, err := r.recipeBytes(ctx, cur)
 		if err != nil {
-			if errors.Is(err, objectstore.ErrNotFound) {
-				return nil, fmt.Errorf("%w: recipe %s is missing", ErrCorruptStore, cur)
-			}
-			return nil, fmt.Errorf("read recipe %s: %w", cur, err)
-		}
-		if got := chunk.Sum(data); got != cur {
-			return nil, fmt.Errorf("%w: recipe %s: content hashes to %s", ErrCorruptStore, cur, got)
+			return nil, err
 		}
 		obj, err := manifest.Decode(data)
 		if err != nil {
@@ -88,4 +85,53 @@ func (r *Registry) loadRecipe(ctx context.Context, id chunk.ID) (*baseRecipe, er
 		rec = next
 	}
 	return &baseRecipe{id: id, depth: len(chain) - 1, recipe: rec}, nil
+}
+
+// recipeBytes returns the verified bytes of recipe object id, from the
+// node's recipe cache when it has them. Recipes are immutable and named by
+// their hash, so a cached copy that still hashes right is the object; the
+// cache saves downloading a multi-megabyte full recipe again for every
+// revision whose patch chain starts from it.
+func (r *Registry) recipeBytes(ctx context.Context, id chunk.ID) ([]byte, error) {
+	if err := r.init(ctx); err != nil {
+		return nil, err
+	}
+	cached := r.recipeCachePath(id)
+	if data, err := os.ReadFile(cached); err == nil && chunk.Sum(data) == id {
+		return data, nil
+	}
+	data, _, err := r.store.GetBytes(ctx, recipeKey(id), maxRecipeObject)
+	if err != nil {
+		if errors.Is(err, objectstore.ErrNotFound) {
+			return nil, fmt.Errorf("%w: recipe %s is missing", ErrCorruptStore, id)
+		}
+		return nil, fmt.Errorf("read recipe %s: %w", id, err)
+	}
+	if got := chunk.Sum(data); got != id {
+		return nil, fmt.Errorf("%w: recipe %s: content hashes to %s", ErrCorruptStore, id, got)
+	}
+	r.cacheRecipe(id, data)
+	return data, nil
+}
+
+// cacheRecipe keeps a copy of a recipe object on this node. Failure only
+// costs a later download.
+func (r *Registry) cacheRecipe(id chunk.ID, data []byte) {
+	path := r.recipeCachePath(id)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return
+	}
+	tmp := tempName(path)
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		_ = os.Remove(tmp)
+		return
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+	}
+}
+
+func (r *Registry) recipeCachePath(id chunk.ID) string {
+	s := id.String()
+	return filepath.Join(filepath.Dir(r.idx.Path()), "recipes", s[:2], s)
 }

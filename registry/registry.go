@@ -38,6 +38,9 @@ const (
 	maxRecipeObject = 1 << 30
 	maxDescriptor   = 1 << 16
 	maxManifest     = 16 << 20
+	gcPlanDir       = "gc/plans/"
+	gcDeletedDir    = "gc/deleted/"
+	maxGCRecord     = 256 << 20
 )
 
 // Sentinel errors; callers test them with errors.Is.
@@ -64,6 +67,7 @@ type options struct {
 	indexPath   string
 	concurrency int
 	packSize    int64
+	gcGrace     time.Duration
 }
 
 // WithCacheDir sets the folder of the node-local index (default
@@ -125,6 +129,8 @@ type Registry struct {
 	pol    chunker.Pol
 	enc    *zstd.Encoder // shared by every pack writer: EncodeAll is concurrency-safe
 	syncMu sync.Mutex
+	gcMu   sync.Mutex
+	gcRecs map[string]*gcRecord // plans and tombstones read, by key (immutable objects)
 }
 
 // storeConfig is the store's config object: what every writer must agree on.
@@ -137,8 +143,8 @@ type storeConfig struct {
 // New creates a registry backed by the given object store client. Options
 // are optional; an invalid one makes every call fail with its error.
 func New(client *objectstore.Client, opts ...Option) *Registry {
-	r := &Registry{store: client}
-	r.opts = options{concurrency: 8, packSize: 16 << 20}
+	r := &Registry{store: client, gcRecs: map[string]*gcRecord{}}
+	r.opts = options{concurrency: 8, packSize: 16 << 20, gcGrace: DefaultGCGrace}
 	for _, opt := range opts {
 		if err := opt(&r.opts); err != nil && r.optErr == nil {
 			r.optErr = fmt.Errorf("registry option: %w", err)
@@ -301,23 +307,56 @@ func parsePol(s string) (chunker.Pol, error) {
 	return pol, nil
 }
 
-// syncIndex ingests index objects other pushers wrote since the last sync.
-// It lists the index objects only, never the packs.
+// syncIndex ingests the gc tombstones and the index objects other pushers
+// wrote since the last sync. It lists them only, never the packs.
 func (r *Registry) syncIndex(ctx context.Context) error {
+	_, err := r.syncStore(ctx)
+	return err
+}
+
+// syncStore is syncIndex returning the tombstone keys it listed.
+// Tombstones go first: an index object that still names a deleted pack
+// must find it already refused (see GC.md).
+func (r *Registry) syncStore(ctx context.Context) (map[string]time.Time, error) {
 	r.syncMu.Lock()
 	defer r.syncMu.Unlock()
+	tombs, err := r.listKeys(ctx, gcDeletedDir)
+	if err != nil {
+		return nil, fmt.Errorf("sync index: %w", err)
+	}
+	seen := make(map[string]time.Time, len(tombs))
+	for _, oi := range tombs {
+		seen[oi.Key] = oi.ModTime
+		done, err := r.idx.Ingested(oi.Key)
+		if err != nil {
+			return nil, fmt.Errorf("sync index: %w", err)
+		}
+		if done {
+			continue
+		}
+		rec, err := r.readGCRecord(ctx, oi)
+		if err != nil {
+			return nil, fmt.Errorf("sync index: %w", err)
+		}
+		if rec == nil {
+			continue
+		}
+		if _, err := r.idx.IngestTombstone(oi.Key, rec.packIDs); err != nil {
+			return nil, fmt.Errorf("sync index %s: %w", oi.Key, err)
+		}
+	}
 	var names []string
-	err := r.store.List(ctx, indexObjectDir, func(oi objectstore.ObjectInfo) error {
+	err = r.store.List(ctx, indexObjectDir, func(oi objectstore.ObjectInfo) error {
 		names = append(names, oi.Key)
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("sync index: %w", err)
+		return nil, fmt.Errorf("sync index: %w", err)
 	}
 	for _, name := range names {
 		done, err := r.idx.Ingested(name)
 		if err != nil {
-			return fmt.Errorf("sync index: %w", err)
+			return nil, fmt.Errorf("sync index: %w", err)
 		}
 		if done {
 			continue
@@ -325,19 +364,19 @@ func (r *Registry) syncIndex(ctx context.Context) error {
 		data, _, err := r.store.GetBytes(ctx, name, maxIndexObject)
 		if err != nil {
 			if errors.Is(err, objectstore.ErrNotFound) {
-				continue // removed by gc since the listing
+				continue // removed since the listing
 			}
-			return fmt.Errorf("sync index %s: %w", name, err)
+			return nil, fmt.Errorf("sync index %s: %w", name, err)
 		}
 		packs, err := index.DecodeIndexObject(data)
 		if err != nil {
-			return fmt.Errorf("sync index %s: %w: %w", name, ErrCorruptStore, err)
+			return nil, fmt.Errorf("sync index %s: %w: %w", name, ErrCorruptStore, err)
 		}
 		if err := r.idx.Ingest(name, packs); err != nil {
-			return fmt.Errorf("sync index %s: %w", name, err)
+			return nil, fmt.Errorf("sync index %s: %w", name, err)
 		}
 	}
-	return nil
+	return seen, nil
 }
 
 func packKey(id chunk.ID) string {

@@ -181,7 +181,8 @@ func (r *Registry) pushFiles(ctx context.Context, m *manifest.Manifest, inputs, 
 	if err := r.init(ctx); err != nil {
 		return TransferStats{}, err
 	}
-	if err := r.syncIndex(ctx); err != nil {
+	guard, err := r.startPush(ctx)
+	if err != nil {
 		return TransferStats{}, err
 	}
 	before := r.store.Stats()
@@ -189,6 +190,7 @@ func (r *Registry) pushFiles(ctx context.Context, m *manifest.Manifest, inputs, 
 
 	slices.SortStableFunc(inputs, func(a, b pushInput) int { return pushOrder(a.name) - pushOrder(b.name) })
 	p := r.newPusher(ctx, progress)
+	p.condemned = guard.condemned
 	results := make([]*fileResult, len(inputs))
 	for i, in := range inputs {
 		res, err := p.addFile(in.path)
@@ -238,7 +240,14 @@ func (r *Registry) pushFiles(ctx context.Context, m *manifest.Manifest, inputs, 
 	if err != nil {
 		return TransferStats{}, fmt.Errorf("encode manifest: %w", err)
 	}
-	if _, err := r.pushManifestJSON(ctx, m.Name, m.Tag, data); err != nil {
+	// The gc commit check and the manifest write (GC.md, "A push").
+	known := map[chunk.ID]*manifest.Recipe{}
+	for i := range m.Layers {
+		if id, err := chunk.ParseID(m.Layers[i].Recipe); err == nil && results[i].recipe != nil {
+			known[id] = results[i].recipe
+		}
+	}
+	if _, err := r.pushManifestGuarded(ctx, m.Name, m.Tag, data, guard, known); err != nil {
 		return TransferStats{}, err
 	}
 	// The pushed files hold these chunks: a pull on this node copies them.

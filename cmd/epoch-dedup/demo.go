@@ -69,8 +69,12 @@ type demoResult struct {
 	Total           demoRevision   `json:"total"`
 	UploadSavings   float64        `json:"upload_savings"`   // whole-file bytes / epoch-dedup upload
 	DownloadSavings float64        `json:"download_savings"` // whole-file bytes / epoch-dedup download
-	Verified        bool           `json:"verified"`
-	Seconds         float64        `json:"seconds"`
+	// The same ratios over revisions 2 and later: the steady state of a VM
+	// saved again and again.
+	UploadSavingsAfterFirst   float64 `json:"upload_savings_after_first"`
+	DownloadSavingsAfterFirst float64 `json:"download_savings_after_first"`
+	Verified                  bool    `json:"verified"`
+	Seconds                   float64 `json:"seconds"`
 }
 
 func newDemoCmd(a *app) *cobra.Command {
@@ -129,7 +133,7 @@ func (a *app) status(format string, args ...any) {
 	if a.quiet || a.json {
 		return
 	}
-	fmt.Fprintf(a.stderr, format+"\n", args...)
+	_, _ = fmt.Fprintf(a.stderr, format+"\n", args...)
 }
 
 func (a *app) demo(ctx context.Context, o demoOptions) error {
@@ -138,7 +142,7 @@ func (a *app) demo(ctx context.Context, o demoOptions) error {
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
-	defer os.RemoveAll(tmp)
+	defer func() { _ = os.RemoveAll(tmp) }()
 
 	cfg, err := a.storeConfig()
 	if err != nil {
@@ -149,12 +153,12 @@ func (a *app) demo(ctx context.Context, o demoOptions) error {
 	if err != nil {
 		return err
 	}
-	defer nodeA.Close()
+	defer func() { _ = nodeA.Close() }()
 	nodeB, err := demoRegistry(cfg, filepath.Join(tmp, "cache-b"))
 	if err != nil {
 		return err
 	}
-	defer nodeB.Close()
+	defer func() { _ = nodeB.Close() }()
 	pathsA := cocoon.NewPaths(filepath.Join(tmp, "node-a"))
 	pathsB := cocoon.NewPaths(filepath.Join(tmp, "node-b"))
 	// An empty snapshot DB: the demo node holds only the demo VM.
@@ -203,6 +207,11 @@ func (a *app) demo(ctx context.Context, o demoOptions) error {
 	res.Total.Verified = res.Verified
 	res.UploadSavings = ratio(res.Total.WholeFileBytes, res.Total.UploadBytes)
 	res.DownloadSavings = ratio(res.Total.WholeFileBytes, res.Total.DownloadBytes)
+	var whole, up, down int64
+	for _, r := range res.Revisions[1:] {
+		whole, up, down = whole+r.WholeFileBytes, up+r.UploadBytes, down+r.DownloadBytes
+	}
+	res.UploadSavingsAfterFirst, res.DownloadSavingsAfterFirst = ratio(whole, up), ratio(whole, down)
 	res.Seconds = time.Since(start).Seconds()
 	if a.json {
 		return a.printJSON(res)
@@ -349,12 +358,12 @@ func sameFile(a, b string) error {
 	if err != nil {
 		return err
 	}
-	defer fa.Close()
+	defer func() { _ = fa.Close() }()
 	fb, err := os.Open(b)
 	if err != nil {
 		return err
 	}
-	defer fb.Close()
+	defer func() { _ = fb.Close() }()
 	const bufSize = 1 << 20
 	ba, bb := make([]byte, bufSize), make([]byte, bufSize)
 	var off int64
@@ -385,7 +394,7 @@ func sha256File(path string) (string, int64, error) {
 	if err != nil {
 		return "", 0, err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	h := sha256.New()
 	n, err := io.Copy(h, f)
 	if err != nil {
@@ -411,5 +420,9 @@ func (a *app) printDemo(res *demoResult) {
 	a.printf("\nwhole-file = what Epoch v0.1.x sends: every changed file, in full (each way).\n")
 	a.printf("epoch-dedup uploaded %s less and downloaded %s less than whole-file; every pulled file matched its source.\n",
 		ratioString(res.UploadSavings), ratioString(res.DownloadSavings))
+	if len(res.Revisions) > 1 {
+		a.printf("from the second revision on: %s less up, %s less down.\n",
+			ratioString(res.UploadSavingsAfterFirst), ratioString(res.DownloadSavingsAfterFirst))
+	}
 	a.printf("store: %s (%.1fs)\n", res.Store, res.Seconds)
 }

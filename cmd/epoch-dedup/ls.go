@@ -74,7 +74,7 @@ func (a *app) lsRepos(ctx context.Context, reg *registry.Registry) error {
 		return a.printJSON(map[string]any{"repositories": repos})
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-	defer tw.Flush()
+	defer func() { _ = tw.Flush() }()
 	_, _ = tw.Write([]byte("REPOSITORY\tTAGS\tUPDATED\n"))
 	for _, r := range repos {
 		a.fprintf(tw, "%s\t%s\t%s\n", r.Name, joinTags(r.Tags), when(r.UpdatedAt))
@@ -109,7 +109,7 @@ func (a *app) lsTags(ctx context.Context, reg *registry.Registry, name string) e
 		return a.printJSON(map[string]any{"name": name, "tags": out})
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-	defer tw.Flush()
+	defer func() { _ = tw.Flush() }()
 	_, _ = tw.Write([]byte("TAG\tDIGEST\tSIZE\tFILES\tPUSHED\n"))
 	for _, e := range out {
 		a.fprintf(tw, "%s\tsha256:%s\t%s\t%d\t%s\n", e.Tag, short(e.Digest), cocoon.HumanSize(e.TotalSize), e.Files, when(e.PushedAt))

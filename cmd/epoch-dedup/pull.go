@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/spf13/cobra"
 
@@ -43,7 +44,7 @@ reused_bytes, chunks, new_chunks, seconds, name, tag, digest, ...).`,
 					return usagef("--name and --dir do not go together")
 				}
 				if err := manifest.ValidateName(localName); err != nil {
-					return &usageError{err}
+					return &usageError{fmt.Errorf("--name: %w", err)}
 				}
 			}
 			if dir != "" {

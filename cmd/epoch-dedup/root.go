@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -63,6 +64,8 @@ Environment:
   EPOCH_S3_SECURE      true/false: HTTPS for an endpoint without a scheme
   EPOCH_S3_ENV_FILE    file of KEY=VALUE lines filling the EPOCH_S3_* variables
                        the environment lacks (default ~/.config/epoch/s3.env)
+  EPOCH_GC_GRACE       garbage collection grace period (default 1h); pushers and
+                       gc must agree, so set it for both or for neither
 
 Exit status: 0 success, 1 error, 2 usage error, 3 check found problems.`
 
@@ -109,7 +112,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintln(stderr, "epoch-dedup: "+oneLine(err.Error()))
+	_, _ = fmt.Fprintln(stderr, "epoch-dedup: "+oneLine(err.Error()))
 	var ue *usageError
 	var pe *problemsError
 	switch {
@@ -179,6 +182,7 @@ demo" to see what it saves.` + "\n" + envHelp,
 		newRmCmd(a),
 		newCheckCmd(a),
 		newStatsCmd(a),
+		newGCCmd(a),
 		newDemoCmd(a),
 	)
 	for _, c := range root.Commands() {
@@ -302,14 +306,21 @@ func defaultStoreDir(getenv func(string) string) (string, error) {
 
 // registryOptions are the options every command opens the registry with.
 func (a *app) registryOptions() []registry.Option {
+	var opts []registry.Option
 	dir := a.cacheDir
 	if dir == "" {
 		dir = a.getenv(envCacheDir)
 	}
-	if dir == "" {
-		return nil
+	if dir != "" {
+		opts = append(opts, registry.WithCacheDir(dir))
 	}
-	return []registry.Option{registry.WithCacheDir(dir)}
+	// Pushers must assume a grace no longer than gc uses: both read it here.
+	if v := a.getenv(envGCGrace); v != "" {
+		if d, err := time.ParseDuration(v); err == nil && d > 0 {
+			opts = append(opts, registry.WithGCGrace(d))
+		}
+	}
+	return opts
 }
 
 // openRegistry opens the store the global options select.
@@ -348,7 +359,7 @@ func (a *app) printJSON(v any) error {
 
 // printf writes human output on stdout.
 func (a *app) printf(format string, args ...any) {
-	fmt.Fprintf(a.stdout, format, args...)
+	_, _ = fmt.Fprintf(a.stdout, format, args...)
 }
 
 // fprintf writes to w, ignoring errors (for table writers whose Flush
