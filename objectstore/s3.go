@@ -120,6 +120,9 @@ func (s *s3Backend) Put(ctx context.Context, key string, body io.ReadSeeker, siz
 	up, err := s.c.PutObject(ctx, s.bucket, key, body, size, po)
 	if err != nil {
 		err = s.err(err)
+		if cerr := s.conditionLost(ctx, key, opts, err); cerr != nil {
+			return ObjectInfo{}, cerr
+		}
 		if opts.IfMatch != "" && errors.Is(err, ErrNotFound) {
 			// S3 answers If-Match on a missing key with 404; for the
 			// caller it is the same lost race.
@@ -128,6 +131,31 @@ func (s *s3Backend) Put(ctx context.Context, key string, body io.ReadSeeker, siz
 		return ObjectInfo{}, err
 	}
 	return ObjectInfo{Key: key, Size: size, ETag: up.ETag, ModTime: up.LastModified}, nil
+}
+
+// conditionLost tells a lost race apart from connection trouble after a
+// conditional write failed without an S3 error: a server may answer 412
+// before it has read a large body and close the connection, which the
+// client sees as a reset while still sending. If the condition can be seen
+// to fail now (the key exists for a create-only write, or has another ETag
+// for If-Match), the write lost its race; otherwise nil, and the error stays
+// transient for the retry layer.
+func (s *s3Backend) conditionLost(ctx context.Context, key string, opts PutOptions, err error) error {
+	var resp minio.ErrorResponse
+	if errors.As(err, &resp) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return nil
+	}
+	if !opts.IfNoneMatch && opts.IfMatch == "" {
+		return nil
+	}
+	oi, serr := s.c.StatObject(ctx, s.bucket, key, minio.StatObjectOptions{})
+	switch {
+	case serr == nil && opts.IfNoneMatch:
+		return fmt.Errorf("%w: %s exists (connection closed early: %w)", ErrPreconditionFailed, key, err)
+	case serr == nil && strings.Trim(oi.ETag, `"`) != strings.Trim(opts.IfMatch, `"`):
+		return fmt.Errorf("%w: %s changed (connection closed early: %w)", ErrPreconditionFailed, key, err)
+	}
+	return nil
 }
 
 // Get issues the GET at once (minio's GetObject would defer it to the

@@ -273,7 +273,7 @@ func (r *Registry) PullBlobStats(ctx context.Context, digest, destPath string, p
 			return st, fmt.Errorf("pull blob %s: %w", digest, err)
 		}
 	}
-	if err := os.Rename(tmp, destPath); err != nil {
+	if err := r.replaceFile(tmp, destPath); err != nil {
 		return st, fmt.Errorf("pull blob %s: %w", digest, err)
 	}
 	if err := syncDir(filepath.Dir(destPath)); err != nil {

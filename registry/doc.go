@@ -58,6 +58,33 @@
 // deleted one. The pushers' T (WithGCGrace) must not exceed gc's
 // (GCOptions.Grace); both default to 1 h.
 //
+// # Puller (vk-cocoon)
+//
+// vk-cocoon makes one Puller per node (NewPuller reads the store settings
+// from a ConfigMap: through the API server with the pod's service account,
+// else kubectl, else the EPOCH_S3_* environment) and calls EnsureSnapshot
+// before every "cocoon vm clone" (see ExamplePuller):
+//
+//   - EnsureSnapshot(ctx, name) returns at once, without asking the store,
+//     when Cocoon already has a snapshot of that name; otherwise it pulls
+//     name:latest.
+//   - EnsureSnapshotTag(ctx, name, tag) reads the tag's manifest (one small
+//     GET) and compares its digest with the one recorded in the snapshot's
+//     record when it was pulled (epoch_manifest_digest); a snapshot made on
+//     this node, or another revision, is replaced by the tag's revision,
+//     pulled mostly from chunks the node already holds.
+//   - Calls for the same name:tag from many goroutines share one pull; the
+//     shared pull keeps going if the first caller's context ends, since
+//     others wait on it.
+//   - PreWarm pulls in the background, at most DefaultPreWarmConcurrency at
+//     a time, and returns at once.
+//   - A pull is staged beside Cocoon's snapshot dir, verified, renamed into
+//     place (or swapped with the old revision atomically), then recorded in
+//     snapshots.json under Cocoon's lock, keeping every other record and
+//     every field this code does not know. A pull killed midway leaves no
+//     snapshot and no record; the next pull of the snapshot adopts the dead
+//     pull's staging dir and reuses every chunk it already wrote.
+//
 // # Reads
 //
 // Every chunk is verified against its BLAKE3 ID, every recipe against its

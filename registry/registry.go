@@ -131,6 +131,7 @@ type Registry struct {
 	syncMu sync.Mutex
 	gcMu   sync.Mutex
 	gcRecs map[string]*gcRecord // plans and tombstones read, by key (immutable objects)
+	bg     sync.WaitGroup // background removals of replaced files
 }
 
 // storeConfig is the store's config object: what every writer must agree on.
@@ -186,6 +187,7 @@ func (r *Registry) Store() *objectstore.Client { return r.store }
 
 // Close releases the node-local index. The registry must not be used after.
 func (r *Registry) Close() error {
+	r.bg.Wait()
 	r.initMu.Lock()
 	defer r.initMu.Unlock()
 	if r.idx == nil {

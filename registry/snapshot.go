@@ -410,7 +410,9 @@ func (r *Registry) PullSnapshot(ctx context.Context, paths *cocoon.Paths, name, 
 			return fail(err)
 		}
 	}
-	defer func() { _ = os.RemoveAll(staging) }()
+	// After an exchange the staging dir holds the previous revision:
+	// removing it is off the critical path (see replaceFile).
+	defer r.removeLater(staging)
 	_, _ = cocoon.CleanStaleStaging(ctx, paths, 0)
 	ps, err := r.fetchLayers(ctx, staging, m, resume, opts.Progress, start)
 	if err != nil {

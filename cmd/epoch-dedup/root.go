@@ -183,6 +183,7 @@ demo" to see what it saves.` + "\n" + envHelp,
 		newCheckCmd(a),
 		newStatsCmd(a),
 		newGCCmd(a),
+		newBenchCmd(a),
 		newDemoCmd(a),
 	)
 	for _, c := range root.Commands() {
