@@ -91,7 +91,7 @@ func scanFiles(files []fileEntry, partSize int64) (map[string]fileSig, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer enc.Close()
+	defer func() { _ = enc.Close() }()
 	out := make(map[string]fileSig, len(files))
 	buf := make([]byte, 1<<20)
 	for _, f := range files {
@@ -109,7 +109,7 @@ func scanFile(f fileEntry, partSize int64, enc *zstd.Encoder, buf []byte) (fileS
 	if err != nil {
 		return fileSig{}, err
 	}
-	defer fh.Close()
+	defer func() { _ = fh.Close() }()
 	whole := sha256.New()
 	sig := fileSig{size: f.size}
 	for off := int64(0); off < f.size || off == 0; off += partSize {
@@ -169,7 +169,7 @@ func fileSHA256(path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
 		return "", err
@@ -184,7 +184,7 @@ func zstdOfOverlayPages(o *snapgen.Overlay, pages []int64) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer enc.Close()
+	defer func() { _ = enc.Close() }()
 	buf := make([]byte, snapgen.PageSize)
 	var total int64
 	var out []byte
@@ -206,7 +206,7 @@ func zstdOfInserted(prev, cur *snapgen.Tar) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer enc.Close()
+	defer func() { _ = enc.Close() }()
 	if prev == nil {
 		var zc countWriter
 		enc.Reset(&zc)
@@ -327,7 +327,7 @@ func newResticRun(ctx context.Context, bin, dir string) (*resticRun, error) {
 
 func (r *resticRun) run(ctx context.Context, args ...string) (Timed, error) {
 	start := time.Now()
-	cmd := exec.CommandContext(ctx, r.bin, args...)
+	cmd := exec.CommandContext(ctx, r.bin, args...) //nolint:gosec // r.bin is restic, from PATH or the operator's Config.Restic; args are built here
 	cmd.Env = r.env
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -362,7 +362,7 @@ func (r *resticRun) backup(ctx context.Context, files []fileEntry) (Timed, error
 // restore restores the latest snapshot into target (cold: restic 0.14
 // always writes every file in full).
 func (r *resticRun) restore(ctx context.Context, target string) (Timed, error) {
-	defer os.RemoveAll(target)
+	defer func() { _ = os.RemoveAll(target) }()
 	t, err := r.run(ctx, "restore", "latest", "--target", target)
 	if err != nil {
 		return Timed{}, err
@@ -379,7 +379,7 @@ func linkOrCopy(src, dst string) error {
 	if err != nil {
 		return err
 	}
-	defer in.Close()
+	defer func() { _ = in.Close() }()
 	out, err := os.Create(dst)
 	if err != nil {
 		return err
@@ -422,7 +422,7 @@ func procStatusKB(field string) int64 {
 	if err != nil {
 		return 0
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		k, v, ok := strings.Cut(sc.Text(), ":")

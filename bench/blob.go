@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -108,7 +109,7 @@ func RunBlob(ctx context.Context, cfg BlobConfig) (*BlobResult, error) {
 		if err != nil {
 			return nil, err
 		}
-		defer os.RemoveAll(dir)
+		defer func() { _ = os.RemoveAll(dir) }()
 		work = dir
 	}
 	res := &BlobResult{Machine: Machine(), Size: cfg.Size, Change: cfg.Change}
@@ -144,7 +145,7 @@ func RunBlob(ctx context.Context, cfg BlobConfig) (*BlobResult, error) {
 		return nil, err
 	}
 	reg := registry.New(client, registry.WithCacheDir(filepath.Join(work, "cache")))
-	defer reg.Close()
+	defer func() { _ = reg.Close() }()
 	for _, step := range []struct {
 		name string
 		path string
@@ -189,7 +190,7 @@ func zstdOfPages(m *snapgen.Memory, pages []int64) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer enc.Close()
+	defer func() { _ = enc.Close() }()
 	buf := make([]byte, snapgen.PageSize)
 	var total int64
 	var out []byte
@@ -208,7 +209,7 @@ func runRestic(ctx context.Context, restic, work, f1, f2, f3 string, res *BlobRe
 		dropCaches()
 		before := dirSize(repo)
 		start := time.Now()
-		cmd := exec.CommandContext(ctx, restic, args...)
+		cmd := exec.CommandContext(ctx, restic, args...) //nolint:gosec // restic is exec.LookPath("restic"); args are built here
 		cmd.Env = env
 		out, err := cmd.CombinedOutput()
 		if err != nil {
@@ -255,9 +256,9 @@ func runRSS(ctx context.Context, cfg BlobConfig, work string, res *BlobResult) e
 	if err := m.WriteFile(big, true); err != nil {
 		return err
 	}
-	defer os.Remove(big)
+	defer func() { _ = os.Remove(big) }()
 	store := filepath.Join(work, "rss-store")
-	defer os.RemoveAll(store)
+	defer func() { _ = os.RemoveAll(store) }()
 	var push childOutput
 	t, err := runChild(ctx, cfg.Exe, &push, "push-blob", store, filepath.Join(work, "rss-cache-push"), big)
 	if err != nil {
@@ -265,7 +266,7 @@ func runRSS(ctx context.Context, cfg BlobConfig, work string, res *BlobResult) e
 	}
 	res.RSSPush, res.RSSSize = &t, cfg.RSSSize
 	dest := filepath.Join(work, "rss.pulled")
-	defer os.Remove(dest)
+	defer func() { _ = os.Remove(dest) }()
 	var pull childOutput
 	t, err = runChild(ctx, cfg.Exe, &pull, "pull-blob", store, filepath.Join(work, "rss-cache-pull"), push.Digest, dest)
 	if err != nil {
@@ -319,9 +320,9 @@ func runS3Pull(ctx context.Context, cfg BlobConfig, work, file string, res *Blob
 	res.S3PlainGet = &Timed{Seconds: time.Since(start).Seconds(), Bytes: n}
 
 	puller := registry.New(client, registry.WithCacheDir(filepath.Join(work, "s3-cache-pull")))
-	defer puller.Close()
+	defer func() { _ = puller.Close() }()
 	dest := filepath.Join(work, "s3.pulled")
-	defer os.Remove(dest)
+	defer func() { _ = os.Remove(dest) }()
 	start = time.Now()
 	st, err := puller.PullBlobStats(ctx, digest, dest, nil)
 	if err != nil {
@@ -350,7 +351,7 @@ type childOutput struct {
 }
 
 func runChild(ctx context.Context, exe string, out *childOutput, args ...string) (Timed, error) {
-	cmd := exec.CommandContext(ctx, exe, append([]string{"bench", "child"}, args...)...)
+	cmd := exec.CommandContext(ctx, exe, append([]string{"bench", "child"}, args...)...) //nolint:gosec // exe is our own executable (os.Executable or the caller's BlobConfig.Exe); args are built here
 	cmd.Stderr = os.Stderr
 	data, err := cmd.Output()
 	if err != nil {
@@ -367,14 +368,14 @@ func runChild(ctx context.Context, exe string, out *childOutput, args ...string)
 // DIGEST DEST". It prints a JSON line on stdout.
 func Child(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) < 3 {
-		return fmt.Errorf("bench child: want push-blob|pull-blob STORE CACHE ...")
+		return errors.New("bench child: want push-blob STORE CACHE FILE or pull-blob STORE CACHE DIGEST DEST")
 	}
 	client, err := objectstore.NewLocal(args[1])
 	if err != nil {
 		return err
 	}
 	reg := registry.New(client, registry.WithCacheDir(args[2]))
-	defer reg.Close()
+	defer func() { _ = reg.Close() }()
 	var out childOutput
 	start := time.Now()
 	switch {

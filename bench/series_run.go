@@ -100,7 +100,7 @@ func runSeries(ctx context.Context, cfg Config, restic, work string, src revisio
 	if err := os.MkdirAll(work, 0o755); err != nil {
 		return nil, fmt.Errorf("create work dir: %w", err)
 	}
-	defer os.RemoveAll(work)
+	defer func() { _ = os.RemoveAll(work) }()
 	stores, err := openStores(ctx, cfg, work, src.name)
 	if err != nil {
 		return nil, err
@@ -251,9 +251,9 @@ func coldPull(ctx context.Context, st *storeRun, repo, work string, files []file
 		return cp, err
 	}
 	reg := registry.New(client, registry.WithCacheDir(filepath.Join(work, st.name+"-cache-cold")))
-	defer reg.Close()
+	defer func() { _ = reg.Close() }()
 	target := filepath.Join(work, st.name+"-cold")
-	defer os.RemoveAll(target)
+	defer func() { _ = os.RemoveAll(target) }()
 	t, err := measure(func() error {
 		_, _, err := reg.PullDir(ctx, repo, defaultRepoTag, target, nil)
 		return err
@@ -305,7 +305,7 @@ func plainGet(ctx context.Context, c *objectstore.Client, prefix string, files [
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return Timed{}, err
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 	start := time.Now()
 	var total int64
 	for _, f := range files {
@@ -323,7 +323,7 @@ func getInto(ctx context.Context, c *objectstore.Client, key, path string) (int6
 	if err != nil {
 		return 0, err
 	}
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	f, err := os.Create(path)
 	if err != nil {
 		return 0, err

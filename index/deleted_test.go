@@ -17,7 +17,8 @@ func TestTombstone(t *testing.T) {
 	shared, only := chunk.Sum([]byte("shared")), chunk.Sum([]byte("only in x"))
 	x, y := chunk.Sum([]byte("pack x")), chunk.Sum([]byte("pack y"))
 	recX := index.PackRecord{Pack: x, Size: 100, Entries: []index.PackEntry{
-		{ID: shared, BlockOffset: 5, BlockLength: 20, Length: 6}, {ID: only, BlockOffset: 25, BlockLength: 20, Length: 9}}}
+		{ID: shared, BlockOffset: 5, BlockLength: 20, Length: 6}, {ID: only, BlockOffset: 25, BlockLength: 20, Length: 9},
+	}}
 	recY := index.PackRecord{Pack: y, Size: 100, Entries: []index.PackEntry{{ID: shared, BlockOffset: 5, BlockLength: 20, Length: 6}}}
 	if err := db.Ingest("blobs/index/a", []index.PackRecord{recX}); err != nil {
 		t.Fatal(err)

@@ -317,19 +317,6 @@ func (f *fetch) targetsOf(id chunk.ID) []target {
 	return f.targets[lo:hi]
 }
 
-// write puts verified chunk data at every place it belongs.
-func (f *fetch) write(id chunk.ID, data []byte) error {
-	for _, t := range f.targetsOf(id) {
-		if int(t.length) != len(data) {
-			return fmt.Errorf("chunk %s: recipe says %d bytes, chunk has %d", id, t.length, len(data))
-		}
-		if _, err := f.files[t.file].WriteAt(data, t.offset); err != nil {
-			return fmt.Errorf("write %s: %w", f.files[t.file].Name(), err)
-		}
-	}
-	return nil
-}
-
 // copyLocal copies the chunks local files hold and returns the IDs still
 // to download. It finds a source for every chunk in one index transaction,
 // then copies in the order of the files being written: an earlier revision
@@ -366,7 +353,7 @@ func (f *fetch) copyLocal(ctx context.Context) ([]chunk.ID, error) {
 
 	order := make([]int32, 0, len(f.targets))
 	for i, t := range f.targets {
-		k, _ := slices.BinarySearchFunc(ids, t.id, func(a, b chunk.ID) int { return compareID(a, b) })
+		k, _ := slices.BinarySearchFunc(ids, t.id, compareID)
 		if src[k] != noSource {
 			order = append(order, int32(i))
 		}
@@ -428,7 +415,7 @@ type localCopier struct {
 }
 
 func (c *localCopier) key(t *target) int {
-	k, _ := slices.BinarySearchFunc(c.ids, t.id, func(a, b chunk.ID) int { return compareID(a, b) })
+	k, _ := slices.BinarySearchFunc(c.ids, t.id, compareID)
 	return k
 }
 

@@ -2,9 +2,7 @@ package puller
 
 import (
 	"os"
-	"slices"
 
-	"github.com/cocoonstack/epoch-dedup/chunk"
 	"github.com/cocoonstack/epoch-dedup/index"
 )
 
@@ -28,24 +26,6 @@ func (s *localSources) index(ref index.LocalRef) int {
 		return -1
 	}
 	return s.open[ref.Path]
-}
-
-// read returns the chunk's bytes from ref when the file is unchanged since it
-// was indexed and the bytes hash to id; nil otherwise. A local file is a
-// hint, never trusted: every byte used is hashed.
-func (s *localSources) read(ref index.LocalRef, id chunk.ID, buf []byte) ([]byte, []byte) {
-	fh := s.file(ref)
-	if fh == nil {
-		return nil, buf
-	}
-	buf = slices.Grow(buf[:0], int(ref.Length))[:ref.Length]
-	if n, err := fh.ReadAt(buf, ref.Offset); err != nil || n != len(buf) {
-		return nil, buf
-	}
-	if chunk.Sum(buf) != id {
-		return nil, buf
-	}
-	return buf, buf
 }
 
 func (s *localSources) file(ref index.LocalRef) *os.File {

@@ -342,31 +342,9 @@ func (r *Registry) commitCheck(ctx context.Context, g *gcGuard, recipes []chunk.
 	}
 	grace := r.opts.gcGrace
 	c := time.Now()
-	plans, err := r.listPlans(ctx)
+	old, gone, err := r.commitSets(ctx, g, c, grace)
 	if err != nil {
 		return time.Time{}, err
-	}
-	tombs, err := r.syncStore(ctx)
-	if err != nil {
-		return time.Time{}, err
-	}
-	old, gone := newGCSet(), newGCSet()
-	for _, p := range plans {
-		if c.Sub(p.oldest()) >= grace/2 {
-			old.add(p)
-		}
-	}
-	for key, mod := range tombs {
-		if _, seen := g.tombsHas(key); seen || (g == nil && c.Sub(mod) > grace) {
-			continue // known at the start of the push, or (no start) long past
-		}
-		rec, err := r.readGCRecord(ctx, objectstore.ObjectInfo{Key: key, ModTime: mod})
-		if err != nil {
-			return time.Time{}, err
-		}
-		if rec != nil {
-			gone.add(rec)
-		}
 	}
 	deadline := c.Add(grace / 4)
 	if old.empty() && gone.empty() {
@@ -382,6 +360,58 @@ func (r *Registry) commitCheck(ctx context.Context, g *gcGuard, recipes []chunk.
 	if !needChains && !needChunks {
 		return deadline, nil
 	}
+	ids, err := r.commitRecipes(ctx, recipes, known, old, gone, needChains, needChunks)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if !needChunks || len(ids) == 0 {
+		return deadline, nil
+	}
+	if err := r.rescueChunks(ctx, ids, old); err != nil {
+		return time.Time{}, err
+	}
+	return deadline, nil
+}
+
+// commitSets is the first step of commitCheck: it lists the plans, syncs the
+// index and returns what the plans older than grace/2 at c condemn (old)
+// and what the tombstones written since the push started (g; nil: in the
+// last grace) deleted (gone).
+func (r *Registry) commitSets(ctx context.Context, g *gcGuard, c time.Time, grace time.Duration) (old, gone gcSet, err error) {
+	plans, err := r.listPlans(ctx)
+	if err != nil {
+		return gcSet{}, gcSet{}, err
+	}
+	tombs, err := r.syncStore(ctx)
+	if err != nil {
+		return gcSet{}, gcSet{}, err
+	}
+	old, gone = newGCSet(), newGCSet()
+	for _, p := range plans {
+		if c.Sub(p.oldest()) >= grace/2 {
+			old.add(p)
+		}
+	}
+	for key, mod := range tombs {
+		if _, seen := g.tombsHas(key); seen || (g == nil && c.Sub(mod) > grace) {
+			continue // known at the start of the push, or (no start) long past
+		}
+		rec, err := r.readGCRecord(ctx, objectstore.ObjectInfo{Key: key, ModTime: mod})
+		if err != nil {
+			return gcSet{}, gcSet{}, err
+		}
+		if rec != nil {
+			gone.add(rec)
+		}
+	}
+	return old, gone, nil
+}
+
+// commitRecipes is commitCheck's recipe step: with needChains (or when
+// known lacks a recipe) it loads each recipe's chain and fails with
+// ErrConcurrentGC when a link is condemned or deleted; with needChunks it
+// returns the distinct non-zero chunks the recipes name, in order.
+func (r *Registry) commitRecipes(ctx context.Context, recipes []chunk.ID, known map[chunk.ID]*manifest.Recipe, old, gone gcSet, needChains, needChunks bool) ([]chunk.ID, error) {
 	chunkSet := map[chunk.ID]bool{}
 	var ids []chunk.ID
 	addChunks := func(rec *manifest.Recipe) {
@@ -403,13 +433,13 @@ func (r *Registry) commitCheck(ctx context.Context, g *gcGuard, recipes []chunk.
 			chain, resolved, err := r.loadRecipeChain(ctx, rid)
 			if err != nil {
 				if errors.Is(err, ErrCorruptStore) {
-					return time.Time{}, fmt.Errorf("%w: recipe %s: %w", ErrConcurrentGC, rid, err)
+					return nil, fmt.Errorf("%w: recipe %s: %w", ErrConcurrentGC, rid, err)
 				}
-				return time.Time{}, err
+				return nil, err
 			}
 			for _, id := range chain {
 				if old.recipes[id] || gone.recipes[id] {
-					return time.Time{}, fmt.Errorf("%w: recipe %s", ErrConcurrentGC, id)
+					return nil, fmt.Errorf("%w: recipe %s", ErrConcurrentGC, id)
 				}
 			}
 			rec = resolved
@@ -418,23 +448,27 @@ func (r *Registry) commitCheck(ctx context.Context, g *gcGuard, recipes []chunk.
 			addChunks(rec)
 		}
 	}
-	if !needChunks || len(ids) == 0 {
-		return deadline, nil
-	}
+	return ids, nil
+}
+
+// rescueChunks is commitCheck's chunk step: chunks of ids located only in
+// packs old condemns are copied into a fresh pack; chunks no longer located
+// anywhere fail with ErrConcurrentGC.
+func (r *Registry) rescueChunks(ctx context.Context, ids []chunk.ID, old gcSet) error {
 	if err := r.idx.Merge(); err != nil {
-		return time.Time{}, err
+		return err
 	}
 	var missing []chunk.ID
-	err = r.idx.LookupManyAccept(ids, func(p chunk.ID) bool { return !old.packs[p] }, func(i int, _ index.Location, ok bool) {
+	err := r.idx.LookupManyAccept(ids, func(p chunk.ID) bool { return !old.packs[p] }, func(i int, _ index.Location, ok bool) {
 		if !ok {
 			missing = append(missing, ids[i])
 		}
 	})
 	if err != nil {
-		return time.Time{}, err
+		return err
 	}
 	if len(missing) == 0 {
-		return deadline, nil
+		return nil
 	}
 	want := map[chunk.ID][]pack.Entry{}
 	var lost []chunk.ID
@@ -446,18 +480,18 @@ func (r *Registry) commitCheck(ctx context.Context, g *gcGuard, recipes []chunk.
 		want[loc.Pack] = append(want[loc.Pack], pack.Entry{ID: missing[i], BlockOffset: loc.BlockOffset, BlockLength: loc.BlockLength, Offset: loc.Offset, Length: loc.Length})
 	})
 	if err != nil {
-		return time.Time{}, err
+		return err
 	}
 	if len(lost) > 0 {
-		return time.Time{}, fmt.Errorf("%w: %d chunks were deleted (first %s)", ErrConcurrentGC, len(lost), lost[0])
+		return fmt.Errorf("%w: %d chunks were deleted (first %s)", ErrConcurrentGC, len(lost), lost[0])
 	}
 	if _, _, err := r.copyChunks(ctx, want); err != nil {
 		if errors.Is(err, objectstore.ErrNotFound) {
-			return time.Time{}, fmt.Errorf("%w: %w", ErrConcurrentGC, err)
+			return fmt.Errorf("%w: %w", ErrConcurrentGC, err)
 		}
-		return time.Time{}, fmt.Errorf("copy chunks out of condemned packs: %w", err)
+		return fmt.Errorf("copy chunks out of condemned packs: %w", err)
 	}
-	return deadline, nil
+	return nil
 }
 
 // tombsHas reports whether the guard listed the tombstone at its start.
@@ -744,12 +778,32 @@ type revision struct {
 // retain deletes, per repository, the revisions older than the newest
 // KeepLast, with the tags naming them, except the revisions of KeepTags.
 func (g *gcRun) retain(ctx context.Context) error {
-	r := g.r
-	infos, err := r.listKeys(ctx, manifestDir)
+	revs, tags, err := g.readRevisions(ctx)
 	if err != nil {
 		return err
 	}
-	type tagRef struct{ name, tag, key, digest string }
+	drop := g.retainDrop(revs, tags)
+	// Tags first (catalog, then the object), then the digest manifests:
+	// an interruption leaves a manifest the catalog does not list, never a
+	// catalog entry without its manifest.
+	if err := g.deleteTags(ctx, tags, drop); err != nil {
+		return err
+	}
+	return g.deleteRevisions(ctx, revs, drop)
+}
+
+// tagRef is a tag manifest retain read: the repository, the tag, its key
+// and the digest of the revision it names.
+type tagRef struct{ name, tag, key, digest string }
+
+// readRevisions reads every manifest and returns the revisions per
+// repository (repo -> digest -> revision) and the tags naming them.
+func (g *gcRun) readRevisions(ctx context.Context) (map[string]map[string]*revision, []tagRef, error) {
+	r := g.r
+	infos, err := r.listKeys(ctx, manifestDir)
+	if err != nil {
+		return nil, nil, err
+	}
 	revs := map[string]map[string]*revision{} // repo -> digest -> revision
 	var tags []tagRef
 	for _, oi := range infos {
@@ -762,7 +816,7 @@ func (g *gcRun) retain(ctx context.Context) error {
 			continue
 		}
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
 		m, err := manifest.Parse(data)
 		if err != nil {
@@ -790,6 +844,13 @@ func (g *gcRun) retain(ctx context.Context) error {
 			tags = append(tags, tagRef{name: ref.name, tag: ref.tag, key: oi.Key, digest: digest})
 		}
 	}
+	return revs, tags, nil
+}
+
+// retainDrop returns the revisions to drop (repo + "@" + digest): per
+// repository, those older than the newest KeepLast, except the ones a tag
+// matching KeepTags names.
+func (g *gcRun) retainDrop(revs map[string]map[string]*revision, tags []tagRef) map[string]bool {
 	protected := map[string]bool{} // repo + "@" + digest
 	for _, t := range tags {
 		for _, p := range g.opts.KeepTags {
@@ -818,9 +879,13 @@ func (g *gcRun) retain(ctx context.Context) error {
 			}
 		}
 	}
-	// Tags first (catalog, then the object), then the digest manifests:
-	// an interruption leaves a manifest the catalog does not list, never a
-	// catalog entry without its manifest.
+	return drop
+}
+
+// deleteTags deletes the tags naming dropped revisions: from the catalog,
+// then the tag object.
+func (g *gcRun) deleteTags(ctx context.Context, tags []tagRef, drop map[string]bool) error {
+	r := g.r
 	for _, t := range tags {
 		if !drop[t.name+"@"+t.digest] {
 			continue
@@ -863,6 +928,11 @@ func (g *gcRun) retain(ctx context.Context) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// deleteRevisions deletes the digest manifests of dropped revisions.
+func (g *gcRun) deleteRevisions(ctx context.Context, revs map[string]map[string]*revision, drop map[string]bool) error {
 	for name, byDigest := range revs {
 		for d, rv := range byDigest {
 			if !drop[name+"@"+d] || rv.key == "" {
@@ -873,7 +943,7 @@ func (g *gcRun) retain(ctx context.Context) error {
 			if g.opts.DryRun {
 				continue
 			}
-			if err := r.store.Delete(ctx, rv.key); err != nil {
+			if err := g.r.store.Delete(ctx, rv.key); err != nil {
 				return err
 			}
 		}
@@ -1023,9 +1093,40 @@ func (g *gcRun) packTable(ctx context.Context) error {
 func (g *gcRun) execute(ctx context.Context, due []*gcRecord) (map[chunk.ID]bool, error) {
 	r := g.r
 	g.rep.PlansExecuted = len(due)
-	packs := map[chunk.ID]bool{}
-	recipes := map[chunk.ID]bool{}
-	descs := map[string]bool{}
+	packs, recipes, descs := g.dueSets(due)
+	g.sparePacks(packs)
+	for id := range packs {
+		g.rep.PacksDeleted++
+		g.rep.BytesDeleted += g.packInfo[id].Size
+	}
+	g.rep.RecipesDeleted, g.rep.DescriptorsDeleted = len(recipes), len(descs)
+	for d := range descs {
+		delete(g.descInfo, d) // gone: not to be condemned again below
+	}
+	g.deletedRecipes = recipes
+	if g.opts.DryRun || len(due) == 0 {
+		return packs, nil
+	}
+	if len(packs)+len(recipes)+len(descs) > 0 {
+		if err := g.deleteDue(ctx, packs, recipes, descs); err != nil {
+			return nil, err
+		}
+	}
+	for _, p := range due {
+		if err := r.store.Delete(ctx, p.key); err != nil {
+			return nil, err
+		}
+	}
+	return packs, nil
+}
+
+// dueSets returns what the due plans condemned and is still there (packs)
+// or still not live (recipes, descriptors).
+func (g *gcRun) dueSets(due []*gcRecord) (packs, recipes map[chunk.ID]bool, descs map[string]bool) {
+	r := g.r
+	packs = map[chunk.ID]bool{}
+	recipes = map[chunk.ID]bool{}
+	descs = map[string]bool{}
 	for _, p := range due {
 		for _, id := range p.packIDs {
 			if _, inStore := g.packInfo[id]; inStore || r.idx.HasPack(id) {
@@ -1043,6 +1144,12 @@ func (g *gcRun) execute(ctx context.Context, due []*gcRecord) (map[chunk.ID]bool
 			}
 		}
 	}
+	return packs, recipes, descs
+}
+
+// sparePacks removes from packs (to be deleted) every pack holding a live
+// chunk no surviving pack holds, in pack ID order.
+func (g *gcRun) sparePacks(packs map[chunk.ID]bool) {
 	// outside[c]: packs holding live chunk c that are not to be deleted.
 	outside := map[chunk.ID]int32{}
 	for id := range packs {
@@ -1073,64 +1180,51 @@ func (g *gcRun) execute(ctx context.Context, due []*gcRecord) (map[chunk.ID]bool
 			}
 		}
 	}
-	for id := range packs {
-		g.rep.PacksDeleted++
-		g.rep.BytesDeleted += g.packInfo[id].Size
+}
+
+// deleteDue writes the tombstone naming packs, recipes and descs, deletes
+// them and records the tombstone in the node index.
+func (g *gcRun) deleteDue(ctx context.Context, packs, recipes map[chunk.ID]bool, descs map[string]bool) error {
+	r := g.r
+	tomb := &gcRecord{Created: g.now.UTC()}
+	for _, id := range sortedIDs(packs) {
+		tomb.Packs = append(tomb.Packs, id.String())
+		tomb.packIDs = append(tomb.packIDs, id)
 	}
-	g.rep.RecipesDeleted, g.rep.DescriptorsDeleted = len(recipes), len(descs)
-	for d := range descs {
-		delete(g.descInfo, d) // gone: not to be condemned again below
+	for _, id := range sortedIDs(recipes) {
+		tomb.Recipes = append(tomb.Recipes, id.String())
 	}
-	g.deletedRecipes = recipes
-	if g.opts.DryRun || len(due) == 0 {
-		return packs, nil
+	tomb.Descriptors = slices.Sorted(maps.Keys(descs))
+	key, err := r.writeGCRecord(ctx, gcDeletedDir, tomb)
+	if err != nil {
+		return err
 	}
-	if len(packs)+len(recipes)+len(descs) > 0 {
-		tomb := &gcRecord{Created: g.now.UTC()}
-		for _, id := range sortedIDs(packs) {
-			tomb.Packs = append(tomb.Packs, id.String())
-			tomb.packIDs = append(tomb.packIDs, id)
-		}
-		for _, id := range sortedIDs(recipes) {
-			tomb.Recipes = append(tomb.Recipes, id.String())
-		}
-		tomb.Descriptors = slices.Sorted(maps.Keys(descs))
-		key, err := r.writeGCRecord(ctx, gcDeletedDir, tomb)
-		if err != nil {
-			return nil, err
-		}
-		g.rep.Tombstone = key
-		if gcTestHook != nil {
-			if err := gcTestHook("tombstone"); err != nil {
-				return nil, err
-			}
-		}
-		// Descriptors, then recipes, then packs: what names something goes first.
-		for _, d := range tomb.Descriptors {
-			if err := r.store.Delete(ctx, descriptorKey(d)); err != nil {
-				return nil, err
-			}
-		}
-		for _, id := range sortedIDs(recipes) {
-			if err := r.store.Delete(ctx, recipeKey(id)); err != nil {
-				return nil, err
-			}
-		}
-		for _, id := range tomb.packIDs {
-			if err := r.store.Delete(ctx, packKey(id)); err != nil {
-				return nil, err
-			}
-		}
-		if _, err := r.idx.IngestTombstone(key, tomb.packIDs); err != nil {
-			return nil, err
+	g.rep.Tombstone = key
+	if gcTestHook != nil {
+		if err := gcTestHook("tombstone"); err != nil {
+			return err
 		}
 	}
-	for _, p := range due {
-		if err := r.store.Delete(ctx, p.key); err != nil {
-			return nil, err
+	// Descriptors, then recipes, then packs: what names something goes first.
+	for _, d := range tomb.Descriptors {
+		if err := r.store.Delete(ctx, descriptorKey(d)); err != nil {
+			return err
 		}
 	}
-	return packs, nil
+	for _, id := range sortedIDs(recipes) {
+		if err := r.store.Delete(ctx, recipeKey(id)); err != nil {
+			return err
+		}
+	}
+	for _, id := range tomb.packIDs {
+		if err := r.store.Delete(ctx, packKey(id)); err != nil {
+			return err
+		}
+	}
+	if _, err := r.idx.IngestTombstone(key, tomb.packIDs); err != nil {
+		return err
+	}
+	return nil
 }
 
 // condemn writes a plan naming what is older than T, not live and not
@@ -1142,6 +1236,37 @@ func (g *gcRun) condemn(ctx context.Context, pending []*gcRecord, deleted map[ch
 	for _, p := range pending {
 		planned.add(p)
 	}
+	plan := &gcRecord{Created: g.now.UTC()}
+	want := g.condemnPacks(plan, planned, deleted)
+	if err := g.condemnRecipes(ctx, plan, planned); err != nil {
+		return err
+	}
+	g.condemnDescriptors(plan, planned)
+	if g.opts.DryRun || len(plan.Packs)+len(plan.Recipes)+len(plan.Descriptors) == 0 {
+		return nil
+	}
+	if len(want) > 0 {
+		records, n, err := r.copyChunks(ctx, want)
+		if err != nil {
+			return err
+		}
+		g.rep.PacksWritten += len(records)
+		g.rep.BytesWritten += n
+	}
+	key, err := r.writeGCRecord(ctx, gcPlanDir, plan)
+	if err != nil {
+		return err
+	}
+	g.rep.Plan = key
+	return nil
+}
+
+// condemnPacks adds to plan the packs older than T that neither a plan
+// (planned) nor this run (deleted) already condemned and that hold no live
+// chunk or, mostly dead, fewer live bytes than RewriteBelow. It returns the
+// live chunks to copy out of them first (source pack -> entries): those no
+// other pack that stays holds.
+func (g *gcRun) condemnPacks(plan *gcRecord, planned gcSet, deleted map[chunk.ID]bool) map[chunk.ID][]pack.Entry {
 	// alive[c]: packs holding live chunk c that no plan condemns.
 	alive := map[chunk.ID]int32{}
 	for id, st := range g.stats {
@@ -1152,7 +1277,6 @@ func (g *gcRun) condemn(ctx context.Context, pending []*gcRecord, deleted map[ch
 			alive[e.ID]++
 		}
 	}
-	plan := &gcRecord{Created: g.now.UTC()}
 	want := map[chunk.ID][]pack.Entry{}
 	for _, id := range sortedIDs(mapsKeysID(g.packInfo)) {
 		oi := g.packInfo[id]
@@ -1177,7 +1301,13 @@ func (g *gcRun) condemn(ctx context.Context, pending []*gcRecord, deleted map[ch
 		g.rep.PacksCondemned++
 		g.rep.BytesCondemned += oi.Size
 	}
-	recipes, err := r.listKeys(ctx, recipeDir)
+	return want
+}
+
+// condemnRecipes adds to plan the recipes older than T that are not live,
+// not already condemned and not deleted by this run.
+func (g *gcRun) condemnRecipes(ctx context.Context, plan *gcRecord, planned gcSet) error {
+	recipes, err := g.r.listKeys(ctx, recipeDir)
 	if err != nil {
 		return err
 	}
@@ -1192,6 +1322,12 @@ func (g *gcRun) condemn(ctx context.Context, pending []*gcRecord, deleted map[ch
 		plan.Recipes = append(plan.Recipes, id.String())
 		g.rep.RecipesCondemned++
 	}
+	return nil
+}
+
+// condemnDescriptors adds to plan the blob descriptors older than T that
+// are not live and not already condemned.
+func (g *gcRun) condemnDescriptors(plan *gcRecord, planned gcSet) {
 	for _, d := range slices.Sorted(maps.Keys(g.descInfo)) {
 		if g.liveDescs[d] || planned.descs[d] || g.now.Sub(g.descInfo[d].ModTime) < g.grace {
 			continue
@@ -1199,23 +1335,6 @@ func (g *gcRun) condemn(ctx context.Context, pending []*gcRecord, deleted map[ch
 		plan.Descriptors = append(plan.Descriptors, d)
 		g.rep.DescriptorsCondemned++
 	}
-	if g.opts.DryRun || len(plan.Packs)+len(plan.Recipes)+len(plan.Descriptors) == 0 {
-		return nil
-	}
-	if len(want) > 0 {
-		records, n, err := r.copyChunks(ctx, want)
-		if err != nil {
-			return err
-		}
-		g.rep.PacksWritten += len(records)
-		g.rep.BytesWritten += n
-	}
-	key, err := r.writeGCRecord(ctx, gcPlanDir, plan)
-	if err != nil {
-		return err
-	}
-	g.rep.Plan = key
-	return nil
 }
 
 // gcTestHook, when set (tests), is called at named points of a gc run; an

@@ -133,51 +133,7 @@ func (f *hostileFixture) refuses(t *testing.T, snapshot, blob, man bool, want ..
 		t.Errorf("%s: error %q names none of %q", what, err, want)
 	}
 	if snapshot {
-		dst := cocoon.NewPaths(t.TempDir())
-		other := snapgen.NewSnapshotSeries(snapgen.SnapshotSpec{Name: "other", MemorySize: 64 << 10, DiskSize: 64 << 10, Seed: 5})
-		if _, err := other.WriteSnapshot(dst.RootDir); err != nil {
-			t.Fatal(err)
-		}
-		// The node has the base image already (a 4 MiB pull saved per case).
-		if err := os.MkdirAll(dst.CloudimgBlobDir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		entries, _ := os.ReadDir(f.src.CloudimgBlobDir)
-		for _, e := range entries {
-			data, err := os.ReadFile(filepath.Join(f.src.CloudimgBlobDir, e.Name()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(dst.CloudimgBlobDir, e.Name()), data, 0o444); err != nil {
-				t.Fatal(err)
-			}
-		}
-		before := rootState(t, dst.RootDir)
-		_, _, err := r.PullSnapshot(ctx, dst, "vm", "latest", registry.PullOptions{})
-		wantIn("PullSnapshot", err)
-		after := rootState(t, dst.RootDir)
-		for k, v := range after {
-			if before[k] == v {
-				continue
-			}
-			// Base images are pulled first, each verified on its own: a
-			// complete one under its own SHA-256 is not a partial write.
-			if name, ok := strings.CutPrefix(k, "cloudimg/blobs/"); ok && before[k] == "" && strings.TrimSuffix(name, ".qcow2") == v {
-				continue
-			}
-			t.Errorf("refused pull wrote %s", k)
-		}
-		for k := range before {
-			if _, ok := after[k]; !ok {
-				t.Errorf("refused pull removed %s", k)
-			}
-		}
-		entries, _ = os.ReadDir(dst.SnapshotDataDir)
-		for _, e := range entries {
-			if strings.HasPrefix(e.Name(), cocoon.StagingPrefix) {
-				t.Errorf("refused pull left staging dir %s", e.Name())
-			}
-		}
+		f.refusesSnapshot(t, ctx, r, wantIn)
 	}
 	if blob {
 		outDir := t.TempDir()
@@ -190,6 +146,57 @@ func (f *hostileFixture) refuses(t *testing.T, snapshot, blob, man bool, want ..
 	if man {
 		_, err := r.PullManifest(ctx, "vm", "latest")
 		wantIn("PullManifest", err)
+	}
+}
+
+// refusesSnapshot is the snapshot half of refuses: PullSnapshot into a fresh
+// Cocoon root must fail (checked by wantIn) and leave the root as it was.
+func (f *hostileFixture) refusesSnapshot(t *testing.T, ctx context.Context, r *registry.Registry, wantIn func(what string, err error)) {
+	t.Helper()
+	dst := cocoon.NewPaths(t.TempDir())
+	other := snapgen.NewSnapshotSeries(snapgen.SnapshotSpec{Name: "other", MemorySize: 64 << 10, DiskSize: 64 << 10, Seed: 5})
+	if _, err := other.WriteSnapshot(dst.RootDir); err != nil {
+		t.Fatal(err)
+	}
+	// The node has the base image already (a 4 MiB pull saved per case).
+	if err := os.MkdirAll(dst.CloudimgBlobDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(f.src.CloudimgBlobDir)
+	for _, e := range entries {
+		data, err := os.ReadFile(filepath.Join(f.src.CloudimgBlobDir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst.CloudimgBlobDir, e.Name()), data, 0o444); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := rootState(t, dst.RootDir)
+	_, _, err := r.PullSnapshot(ctx, dst, "vm", "latest", registry.PullOptions{})
+	wantIn("PullSnapshot", err)
+	after := rootState(t, dst.RootDir)
+	for k, v := range after {
+		if before[k] == v {
+			continue
+		}
+		// Base images are pulled first, each verified on its own: a
+		// complete one under its own SHA-256 is not a partial write.
+		if name, ok := strings.CutPrefix(k, "cloudimg/blobs/"); ok && before[k] == "" && strings.TrimSuffix(name, ".qcow2") == v {
+			continue
+		}
+		t.Errorf("refused pull wrote %s", k)
+	}
+	for k := range before {
+		if _, ok := after[k]; !ok {
+			t.Errorf("refused pull removed %s", k)
+		}
+	}
+	entries, _ = os.ReadDir(dst.SnapshotDataDir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), cocoon.StagingPrefix) {
+			t.Errorf("refused pull left staging dir %s", e.Name())
+		}
 	}
 }
 

@@ -94,13 +94,14 @@ func (r *Registry) newPusher(ctx context.Context, progress Progress) *pusher {
 		free:     make(chan *batch, freeBatches),
 		toPack:   make(chan *batch, freeBatches),
 		packDone: make(chan struct{}),
-		upSem:    make(chan struct{}, max(2, r.opts.concurrency/2)),
+		// Two packs in flight keep the uploads busy; more only holds memory.
+		upSem:    make(chan struct{}, 2),
 		pending:  make(map[chunk.ID]struct{}),
 		progress: progress,
 		started:  time.Now(),
 	}
 	for range freeBatches {
-		p.free <- &batch{buf: make([]byte, 0, batchBytes+chunk.MaxChunkSize)}
+		p.free <- &batch{buf: make([]byte, 0, batchBytes+256<<10)}
 	}
 	go p.packLoop()
 	return p

@@ -131,7 +131,7 @@ type Registry struct {
 	syncMu sync.Mutex
 	gcMu   sync.Mutex
 	gcRecs map[string]*gcRecord // plans and tombstones read, by key (immutable objects)
-	bg     sync.WaitGroup // background removals of replaced files
+	bg     sync.WaitGroup       // background removals of replaced files
 }
 
 // storeConfig is the store's config object: what every writer must agree on.
@@ -232,7 +232,9 @@ func (r *Registry) init(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	idx, err := index.Open(path, nil)
+	// A smaller merge threshold than the default bounds the memory of a
+	// multi-GiB push at the cost of more, smaller merges.
+	idx, err := index.Open(path, &index.Options{MergeThreshold: 1 << 16})
 	if err != nil {
 		_ = enc.Close()
 		return fmt.Errorf("open index %s: %w", path, err)

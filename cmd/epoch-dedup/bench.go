@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -55,7 +56,7 @@ local versitygw and sets them).`,
 			}
 			logf := func(s string) {
 				if !a.quiet {
-					fmt.Fprintln(a.stderr, "bench: "+s)
+					_, _ = fmt.Fprintln(a.stderr, "bench: "+s)
 				}
 			}
 			var failed []string
@@ -80,18 +81,7 @@ local versitygw and sets them).`,
 				if quick {
 					bc.Size, bc.RSSSize = 64<<20, 256<<20
 				}
-				res, err := bench.RunBlob(ctx, bc)
-				if err != nil {
-					return err
-				}
-				f, err := os.Create(filepath.Join(out, "blob.md"))
-				if err != nil {
-					return err
-				}
-				err = bench.WriteBlobMarkdown(f, res)
-				if cerr := f.Close(); err == nil {
-					err = cerr
-				}
+				res, err := runBlobBench(ctx, bc, out)
 				if err != nil {
 					return err
 				}
@@ -99,7 +89,7 @@ local versitygw and sets them).`,
 					return a.printJSON(res)
 				}
 			}
-			fmt.Fprintf(a.stdout, "results in %s\n", out)
+			_, _ = fmt.Fprintf(a.stdout, "results in %s\n", out)
 			if len(failed) > 0 {
 				return fmt.Errorf("claims not met: %s", strings.Join(failed, "; "))
 			}
@@ -126,4 +116,25 @@ local versitygw and sets them).`,
 		},
 	})
 	return cmd
+}
+
+// runBlobBench runs the blob benchmark and writes its report to blob.md in
+// out.
+func runBlobBench(ctx context.Context, bc bench.BlobConfig, out string) (*bench.BlobResult, error) {
+	res, err := bench.RunBlob(ctx, bc)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Create(filepath.Join(out, "blob.md"))
+	if err != nil {
+		return nil, err
+	}
+	err = bench.WriteBlobMarkdown(f, res)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
 }

@@ -97,7 +97,7 @@ func validID(id string) bool {
 		return false
 	}
 	for _, c := range id {
-		if !('a' <= c && c <= 'z' || '2' <= c && c <= '7') {
+		if (c < 'a' || c > 'z') && (c < '2' || c > '7') {
 			return false
 		}
 	}
@@ -413,7 +413,7 @@ func (s *Series) addForeign(root string, db map[string]any) {
 		"image_digest": fmt.Sprintf("sha256:%016x%016x%016x%016x", derive(s.spec.Seed, 1), derive(s.spec.Seed, 2), derive(s.spec.Seed, 3), derive(s.spec.Seed, 4)),
 		"hypervisor":   "firecracker", "cpu": 1, "memory": int64(512 << 20), "storage": int64(4 << 30),
 		"created_at": s.createdAt(0), "data_dir": filepath.Join(root, "snapshot", "localfile", id),
-		"nics": []any{map[string]any{"mac": "02:00:00:00:00:01"}},
+		"nics":         []any{map[string]any{"mac": "02:00:00:00:00:01"}},
 		"future_field": map[string]any{"x": 2},
 	}
 	db["names"].(map[string]any)[name] = id

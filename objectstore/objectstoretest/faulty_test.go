@@ -176,7 +176,7 @@ func TestFaulty_EachFault(t *testing.T) {
 			}
 
 			// Match limits faults to some keys.
-			c, f = objectstoretest.NewFaultyClient(b, objectstoretest.FaultConfig{ErrorRate: 1, Match: func(k string) bool { return bytes.HasSuffix([]byte(k), []byte("err")) }}, prefix, one)
+			c, _ = objectstoretest.NewFaultyClient(b, objectstoretest.FaultConfig{ErrorRate: 1, Match: func(k string) bool { return bytes.HasSuffix([]byte(k), []byte("err")) }}, prefix, one)
 			if _, err := c.Stat(ctx, "big"); err != nil {
 				t.Fatalf("unmatched key faulted: %v", err)
 			}
