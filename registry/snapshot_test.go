@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -267,5 +268,53 @@ func TestPull_HostileManifest(t *testing.T) {
 	}
 	if _, err := r.Pull(ctx, cocoon.NewPaths(t.TempDir()), "nope", "latest", nil); !errors.Is(err, registry.ErrManifestNotFound) {
 		t.Fatalf("unknown name: %v", err)
+	}
+}
+
+// TestSnapshot_QemuImgOverlay pushes and pulls a real qcow2 overlay made by
+// qemu-img over the snapshot's base image (skipped without qemu-img).
+func TestSnapshot_QemuImgOverlay(t *testing.T) {
+	qemuImg, err := exec.LookPath("qemu-img")
+	if err != nil {
+		t.Skip("qemu-img not installed")
+	}
+	ctx := context.Background()
+	for name, store := range objectstoretest.Stores(t) {
+		t.Run(name, func(t *testing.T) {
+			src := cocoon.NewPaths(t.TempDir())
+			series := snapgen.NewSnapshotSeries(snapgen.SnapshotSpec{Name: "vm", MemorySize: 2 << 20, DiskSize: 1 << 20, Seed: 31})
+			id, err := series.WriteSnapshot(src.RootDir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A raw base image, and a qcow2 overlay over it as Cocoon makes one:
+			// absolute backing path into cloudimg/blobs.
+			base := filepath.Join(t.TempDir(), "base.raw")
+			if err := os.WriteFile(base, bytes.Repeat([]byte("base image block "), 1<<16), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			dir, _ := src.SnapshotDir(id)
+			overlay := filepath.Join(dir, "overlay.qcow2")
+			_ = os.Remove(overlay)
+			run := func(name string, args ...string) {
+				if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+					t.Fatalf("%s %v: %v: %s", name, args, err, out)
+				}
+			}
+			run(qemuImg, "create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", overlay, "64M")
+			if qemuIO, err := exec.LookPath("qemu-io"); err == nil {
+				run(qemuIO, "-c", "write -P 0xab 0 1M", "-c", "write -P 0x11 8M 256k", overlay)
+			}
+			if _, err := newRegistry(t, store).Push(ctx, src, "vm", "latest", nil); err != nil {
+				t.Fatal(err)
+			}
+			dst := cocoon.NewPaths(t.TempDir())
+			if _, err := newRegistry(t, store).Pull(ctx, dst, "vm", "latest", nil); err != nil {
+				t.Fatal(err)
+			}
+			sameTree(t, src, dst, id, id)
+			pulled, _ := dst.SnapshotDir(id)
+			run(qemuImg, "check", "-q", "-U", filepath.Join(pulled, "overlay.qcow2"))
+		})
 	}
 }
