@@ -69,7 +69,8 @@ type BlobResult struct {
 	RSSPull *Timed `json:"rss_pull,omitempty"`
 	RSSSize int64  `json:"rss_size,omitempty"`
 
-	S3PlainGet *Timed `json:"s3_plain_get,omitempty"`
+	S3PlainGet     *Timed `json:"s3_plain_get,omitempty"`      // body discarded
+	S3PlainGetFile *Timed `json:"s3_plain_get_file,omitempty"` // body written to a file and fsynced
 	S3PullBlob *Timed `json:"s3_pull_blob,omitempty"`
 }
 
@@ -319,6 +320,15 @@ func runS3Pull(ctx context.Context, cfg BlobConfig, work, file string, res *Blob
 	}
 	res.S3PlainGet = &Timed{Seconds: time.Since(start).Seconds(), Bytes: n}
 
+	// The same GET into a file, synced: what any pull must at least do to
+	// leave the bytes on disk.
+	start = time.Now()
+	n, err = getToFile(ctx, client, "plain/object", filepath.Join(work, "plain.get"))
+	if err != nil {
+		return err
+	}
+	res.S3PlainGetFile = &Timed{Seconds: time.Since(start).Seconds(), Bytes: n}
+
 	puller := registry.New(client, registry.WithCacheDir(filepath.Join(work, "s3-cache-pull")))
 	defer func() { _ = puller.Close() }()
 	dest := filepath.Join(work, "s3.pulled")
@@ -460,4 +470,26 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// getToFile GETs key into path and fsyncs it.
+func getToFile(ctx context.Context, c *objectstore.Client, key, path string) (int64, error) {
+	defer func() { _ = os.Remove(path) }()
+	rc, err := c.Get(ctx, key, 0, -1)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = rc.Close() }()
+	f, err := os.Create(path)
+	if err != nil {
+		return 0, err
+	}
+	n, err := io.Copy(f, rc)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return n, err
 }

@@ -131,7 +131,7 @@ func (r *Registry) pushManifestGuarded(ctx context.Context, name, tag string, da
 	for _, l := range append(slices.Clone(m.Layers), m.BaseImages...) {
 		ok, err := r.BlobExists(wctx, l.Digest)
 		if err != nil {
-			return "", fmt.Errorf("push manifest %s:%s: layer %s: %w", name, tag, l.Filename, err)
+			return "", fmt.Errorf("push manifest %s:%s: layer %s: %w", name, tag, l.Filename, gcDeadline(wctx, err))
 		}
 		if !ok {
 			return "", fmt.Errorf("push manifest %s:%s: layer %s: %w: %s", name, tag, l.Filename, ErrBlobNotFound, l.Digest)

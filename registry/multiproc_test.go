@@ -69,14 +69,14 @@ type killBackend struct {
 }
 
 func (k killBackend) call(op, key string, done bool) {
+	n := k.n.Load()
+	if !done {
+		n = k.n.Add(1) // every call counts, also when killing after one
+	}
 	if done != k.after {
 		return
 	}
-	n := k.n.Load()
-	if !done {
-		n = k.n.Add(1)
-	}
-	if (k.key == "" && n == k.at) || (k.key != "" && strings.Contains(key, k.key)) {
+	if (k.key == "" && k.at > 0 && n >= k.at) || (k.key != "" && strings.Contains(key, k.key)) {
 		when := "before"
 		if done {
 			when = "after"

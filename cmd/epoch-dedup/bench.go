@@ -15,7 +15,7 @@ import (
 
 func newBenchCmd(a *app) *cobra.Command {
 	var (
-		quick, s3, noBlob, noSeries bool
+		quick, s3, noBlob, noSeries, noRSS bool
 		out                         string
 		only, dirs                  []string
 		size, rssSize               sizeFlag
@@ -81,6 +81,9 @@ local versitygw and sets them).`,
 				if quick {
 					bc.Size, bc.RSSSize = 64<<20, 256<<20
 				}
+				if noRSS {
+					bc.RSSSize = -1
+				}
 				res, err := runBlobBench(ctx, bc, out)
 				if err != nil {
 					return err
@@ -107,6 +110,7 @@ local versitygw and sets them).`,
 	f.IntVar(&revisions, "revisions", 0, "revisions per series (default 5, quick 3)")
 	f.Var(&size, "size", "size of the blob benchmark's file")
 	f.Var(&rssSize, "rss-size", "size of the file pushed and pulled to measure peak memory")
+	f.BoolVar(&noRSS, "no-rss", false, "skip the peak-memory measurement")
 	cmd.AddCommand(&cobra.Command{
 		Use:    "child",
 		Hidden: true,
