@@ -180,20 +180,7 @@ func fileSHA256(path string) (string, error) {
 // zstdOfOverlayPages is zstdOfPages for an overlay: the zstd size (default
 // level, page by page) of the pages the store has never seen.
 func zstdOfOverlayPages(o *snapgen.Overlay, pages []int64) (int64, error) {
-	enc, err := zstd.NewWriter(nil)
-	if err != nil {
-		return 0, err
-	}
-	defer func() { _ = enc.Close() }()
-	buf := make([]byte, snapgen.PageSize)
-	var total int64
-	var out []byte
-	for _, p := range pages {
-		o.PageBytes(p, buf)
-		out = enc.EncodeAll(buf, out[:0])
-		total += int64(min(len(out), len(buf)))
-	}
-	return total, nil
+	return zstdOfPageSource(o.PageBytes, pages)
 }
 
 // zstdOfInserted is the lower bound of a tar revision: the zstd size of

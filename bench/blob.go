@@ -71,7 +71,7 @@ type BlobResult struct {
 
 	S3PlainGet     *Timed `json:"s3_plain_get,omitempty"`      // body discarded
 	S3PlainGetFile *Timed `json:"s3_plain_get_file,omitempty"` // body written to a file and fsynced
-	S3PullBlob *Timed `json:"s3_pull_blob,omitempty"`
+	S3PullBlob     *Timed `json:"s3_pull_blob,omitempty"`
 }
 
 func (c *BlobConfig) defaults() error {
@@ -187,6 +187,12 @@ func RunBlob(ctx context.Context, cfg BlobConfig) (*BlobResult, error) {
 // zstdOfPages is the lower bound of any store: the pages never seen before,
 // compressed with zstd at its default level.
 func zstdOfPages(m *snapgen.Memory, pages []int64) (int64, error) {
+	return zstdOfPageSource(m.PageBytes, pages)
+}
+
+// zstdOfPageSource sums the zstd size (default level, never more than the
+// page itself) of each page pageBytes fills in.
+func zstdOfPageSource(pageBytes func(int64, []byte), pages []int64) (int64, error) {
 	enc, err := zstd.NewWriter(nil)
 	if err != nil {
 		return 0, err
@@ -196,7 +202,7 @@ func zstdOfPages(m *snapgen.Memory, pages []int64) (int64, error) {
 	var total int64
 	var out []byte
 	for _, p := range pages {
-		m.PageBytes(p, buf)
+		pageBytes(p, buf)
 		out = enc.EncodeAll(buf, out[:0])
 		total += int64(min(len(out), len(buf)))
 	}
@@ -472,24 +478,8 @@ func humanBytes(n int64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
-// getToFile GETs key into path and fsyncs it.
+// getToFile GETs key into path, fsyncs it, and removes it again.
 func getToFile(ctx context.Context, c *objectstore.Client, key, path string) (int64, error) {
 	defer func() { _ = os.Remove(path) }()
-	rc, err := c.Get(ctx, key, 0, -1)
-	if err != nil {
-		return 0, err
-	}
-	defer func() { _ = rc.Close() }()
-	f, err := os.Create(path)
-	if err != nil {
-		return 0, err
-	}
-	n, err := io.Copy(f, rc)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return n, err
+	return getInto(ctx, c, key, path)
 }
