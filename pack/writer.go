@@ -30,6 +30,7 @@ type options struct {
 	levelSet  bool
 	enc       *zstd.Encoder
 	sizeHint  int
+	buf       []byte
 }
 
 // WithBlockSize sets the raw bytes a block collects before it is compressed
@@ -78,6 +79,16 @@ func WithSizeHint(n int) Option {
 			return fmt.Errorf("size hint %d: want 0 to 1 GiB", n)
 		}
 		o.sizeHint = n
+		return nil
+	}
+}
+
+// WithBuffer builds the pack in buf's storage (from its start), so a caller
+// that writes pack after pack can reuse one buffer instead of having the
+// runtime clear a fresh multi-MiB allocation for each.
+func WithBuffer(buf []byte) Option {
+	return func(o *options) error {
+		o.buf = buf[:0]
 		return nil
 	}
 }
@@ -131,7 +142,11 @@ func NewWriter(opts ...Option) (*Writer, error) {
 		}
 		w.enc, w.ownEnc = enc, true
 	}
-	w.buf = append(make([]byte, 0, max(o.sizeHint, HeaderSize)), Magic...)
+	if o.buf != nil {
+		w.buf = append(o.buf, Magic...)
+	} else {
+		w.buf = append(make([]byte, 0, max(o.sizeHint, HeaderSize)), Magic...)
+	}
 	w.buf = append(w.buf, Version)
 	return w, nil
 }

@@ -428,8 +428,10 @@ func TestGCProc_WritersWhileGC(t *testing.T) {
 				}
 				specs = append(specs, s)
 			}
-			gcSpec := gcpSpec{Op: "gc", StoreDir: base.StoreDir, Prefix: base.Prefix, Cache: t.TempDir(), Grace: grace, Gate: true,
-				Loop: true, Interval: 200 * time.Millisecond, KeepLast: 2}
+			gcSpec := gcpSpec{
+				Op: "gc", StoreDir: base.StoreDir, Prefix: base.Prefix, Cache: t.TempDir(), Grace: grace, Gate: true,
+				Loop: true, Interval: 200 * time.Millisecond, KeepLast: 2,
+			}
 			gcProc := startGCP(t, gcSpec)
 			for _, s := range specs {
 				pushers = append(pushers, startGCP(t, s))

@@ -43,6 +43,10 @@ const (
 	maxGCRecord     = 256 << 20
 )
 
+// packBuffersKept is how many pack buffers a registry keeps for reuse: the
+// packs in flight of one push (two uploading, one filling).
+const packBuffersKept = 3
+
 // Sentinel errors; callers test them with errors.Is.
 var (
 	// ErrBlobNotFound: no blob with that digest in the store.
@@ -132,6 +136,8 @@ type Registry struct {
 	gcMu   sync.Mutex
 	gcRecs map[string]*gcRecord // plans and tombstones read, by key (immutable objects)
 	bg     sync.WaitGroup       // background removals of replaced files
+	// packBufs recycles pack buffers between the packs of all pushes.
+	packBufs chan []byte
 }
 
 // storeConfig is the store's config object: what every writer must agree on.
