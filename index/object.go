@@ -9,6 +9,7 @@ import (
 	"hash/crc32"
 	"io"
 	"math"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -72,11 +73,10 @@ func EncodeIndexObject(packs []PackRecord) ([]byte, error) {
 	if len(raw) > math.MaxUint32 {
 		return nil, fmt.Errorf("encode index object: %w: body of %d bytes", ErrInvalidArgument, len(raw))
 	}
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(objectWindow))
+	enc, err := objectEncoder()
 	if err != nil {
 		return nil, fmt.Errorf("encode index object: %w", err)
 	}
-	defer func() { _ = enc.Close() }()
 	out := make([]byte, objectHeaderSize, objectHeaderSize+len(raw)+64)
 	copy(out, objectMagic)
 	out[4] = ObjectVersion
@@ -85,6 +85,13 @@ func EncodeIndexObject(packs []PackRecord) ([]byte, error) {
 	binary.LittleEndian.PutUint32(out[12:], uint32(len(out)-objectHeaderSize))
 	return binary.LittleEndian.AppendUint32(out, crc32.Checksum(out, castagnoli)), nil
 }
+
+// objectEncoder is created on first use and only used through EncodeAll,
+// which is safe for concurrent use: a push writes an index object per pack,
+// and a fresh encoder would allocate and clear its window every time.
+var objectEncoder = sync.OnceValues(func() (*zstd.Encoder, error) {
+	return zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(objectWindow))
+})
 
 // DecodeIndexObject decodes an index object. It checks magic, version,
 // length and CRC-32C before decompressing, parses the body as a stream so

@@ -142,11 +142,11 @@ func NewWriter(opts ...Option) (*Writer, error) {
 		}
 		w.enc, w.ownEnc = enc, true
 	}
-	if o.buf != nil {
-		w.buf = append(o.buf, Magic...)
-	} else {
-		w.buf = append(make([]byte, 0, max(o.sizeHint, HeaderSize)), Magic...)
+	w.buf = o.buf
+	if w.buf == nil {
+		w.buf = make([]byte, 0, max(o.sizeHint, HeaderSize))
 	}
+	w.buf = append(w.buf, Magic...)
 	w.buf = append(w.buf, Version)
 	return w, nil
 }

@@ -258,7 +258,7 @@ func (r *Registry) writeGCRecord(ctx context.Context, dir string, rec *gcRecord)
 // a byte-identical pack: its create-only write would find the condemned
 // pack and succeed, or its ID would be one every node refuses as deleted.
 func (r *Registry) newPackWriter() (*pack.Writer, error) {
-	w, err := pack.NewWriter(pack.WithEncoder(r.enc), pack.WithSizeHint(int(r.opts.packSize)+1<<20))
+	w, err := pack.NewWriter(pack.WithEncoder(r.enc), pack.WithBuffer(r.packBuffer()))
 	if err != nil {
 		return nil, err
 	}

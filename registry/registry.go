@@ -150,7 +150,7 @@ type storeConfig struct {
 // New creates a registry backed by the given object store client. Options
 // are optional; an invalid one makes every call fail with its error.
 func New(client *objectstore.Client, opts ...Option) *Registry {
-	r := &Registry{store: client, gcRecs: map[string]*gcRecord{}}
+	r := &Registry{store: client, gcRecs: map[string]*gcRecord{}, packBufs: make(chan []byte, packBuffersKept)}
 	r.opts = options{concurrency: 8, packSize: 16 << 20, gcGrace: DefaultGCGrace}
 	for _, opt := range opts {
 		if err := opt(&r.opts); err != nil && r.optErr == nil {
