@@ -16,10 +16,10 @@ import (
 func newBenchCmd(a *app) *cobra.Command {
 	var (
 		quick, s3, noBlob, noSeries, noRSS bool
-		out                         string
-		only, dirs                  []string
-		size, rssSize               sizeFlag
-		revisions                   int
+		out                                string
+		only, dirs                         []string
+		size, rssSize                      sizeFlag
+		revisions                          int
 	)
 	size, rssSize = 1<<30, 4<<30
 	cmd := &cobra.Command{
