@@ -72,7 +72,17 @@ type SeriesConfig struct {
 	// same VM, pushed in order with PushDir (its regular files only). They
 	// have no known lower bound.
 	Dirs []string
+	// Polynomial is the chunker polynomial of every store the run creates
+	// (default DefaultPolynomial). A fixed one keeps content-defined chunk
+	// boundaries, and so the tar series' bytes, the same from run to run;
+	// a store in real use gets a random one.
+	Polynomial uint64 `json:"polynomial"`
 }
+
+// DefaultPolynomial is the chunker polynomial of the benchmark's stores:
+// restic's test polynomial, irreducible of degree 53, chosen before any
+// measurement and never tuned.
+const DefaultPolynomial = 0x3DA3358B4DC173
 
 // Config sets up the series benchmark.
 type Config struct {
@@ -123,6 +133,9 @@ func (c Config) resolved() Config {
 	}
 	if s.Rates == nil {
 		s.Rates = slices.Clone(DefaultRates)
+	}
+	if s.Polynomial == 0 {
+		s.Polynomial = DefaultPolynomial
 	}
 	if c.PartSize == 0 {
 		c.PartSize = defaultPartSize

@@ -271,9 +271,9 @@ func WriteMarkdown(w io.Writer, r *Report) error {
 	var b strings.Builder
 	c := r.Config
 	fmt.Fprintf(&b, "Machine: %s  \n", r.Machine)
-	fmt.Fprintf(&b, "Run: %s, %.0f s; memory %s, overlay %s, tar %s (inserts of %s), %d revisions per series, zstd parts of %s; stores: %s  \n",
+	fmt.Fprintf(&b, "Run: %s, %.0f s; memory %s, overlay %s, tar %s (inserts of %s), %d revisions per series, zstd parts of %s, chunker polynomial %#x; stores: %s  \n",
 		r.Started.Format(time.RFC3339), r.Seconds, humanBytes(c.MemorySize), humanBytes(c.OverlaySize), humanBytes(c.TarSize),
-		humanBytes(int64(c.TarInsertSize)), c.Revisions, humanBytes(r.PartSize), strings.Join(r.Stores, ", "))
+		humanBytes(int64(c.TarInsertSize)), c.Revisions, humanBytes(r.PartSize), c.Polynomial, strings.Join(r.Stores, ", "))
 	restic := r.Restic
 	if restic == "" {
 		restic = "not run"

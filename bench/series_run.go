@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/restic/chunker"
+
 	"github.com/cocoonstack/epoch-dedup/objectstore"
 	"github.com/cocoonstack/epoch-dedup/registry"
 )
@@ -38,7 +40,7 @@ func openStores(ctx context.Context, cfg Config, work, series string) ([]*storeR
 	var runs []*storeRun
 	storeDir := filepath.Join(work, "store")
 	folder := func() (*objectstore.Client, error) { return objectstore.NewLocal(storeDir) }
-	r, err := newStoreRun(storeFolder, work, folder, func() {})
+	r, err := newStoreRun(storeFolder, work, cfg.Series.Polynomial, folder, func() {})
 	if err != nil {
 		return nil, err
 	}
@@ -54,7 +56,7 @@ func openStores(ctx context.Context, cfg Config, work, series string) ([]*storeR
 		// so its first revision is a true cold push.
 		s3cfg.Prefix = s3cfg.EffectivePrefix() + "bench-" + hex.EncodeToString(b[:]) + "-" + series + "/"
 		s3 := func() (*objectstore.Client, error) { return objectstore.New(&s3cfg) }
-		r, err := newStoreRun(storeS3, work, s3, nil)
+		r, err := newStoreRun(storeS3, work, cfg.Series.Polynomial, s3, nil)
 		if err != nil {
 			closeStores(runs)
 			return nil, err
@@ -65,7 +67,7 @@ func openStores(ctx context.Context, cfg Config, work, series string) ([]*storeR
 	return runs, nil
 }
 
-func newStoreRun(name, work string, newClient func() (*objectstore.Client, error), cleanup func()) (*storeRun, error) {
+func newStoreRun(name, work string, pol uint64, newClient func() (*objectstore.Client, error), cleanup func()) (*storeRun, error) {
 	pc, err := newClient()
 	if err != nil {
 		return nil, fmt.Errorf("open %s store: %w", name, err)
@@ -78,8 +80,8 @@ func newStoreRun(name, work string, newClient func() (*objectstore.Client, error
 		name:       name,
 		pushClient: pc,
 		pullClient: lc,
-		push:       registry.New(pc, registry.WithCacheDir(filepath.Join(work, name+"-cache-push"))),
-		pull:       registry.New(lc, registry.WithCacheDir(filepath.Join(work, name+"-cache-pull"))),
+		push:       registry.New(pc, registry.WithCacheDir(filepath.Join(work, name+"-cache-push")), registry.WithPolynomial(chunker.Pol(pol))),
+		pull:       registry.New(lc, registry.WithCacheDir(filepath.Join(work, name+"-cache-pull")), registry.WithPolynomial(chunker.Pol(pol))),
 		nodeDir:    filepath.Join(work, name+"-node"),
 		newClient:  newClient,
 		cleanup:    cleanup,

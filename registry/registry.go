@@ -72,6 +72,7 @@ type options struct {
 	concurrency int
 	packSize    int64
 	gcGrace     time.Duration
+	polynomial  chunker.Pol
 }
 
 // WithCacheDir sets the folder of the node-local index (default
@@ -117,6 +118,21 @@ func WithPackSize(n int64) Option {
 			return fmt.Errorf("pack size %d out of range [1 MiB, 1 GiB]", n)
 		}
 		o.packSize = n
+		return nil
+	}
+}
+
+// WithPolynomial sets the chunker polynomial written into the store config
+// when this registry creates the store; an existing store keeps its own.
+// The default is a random polynomial, as restic picks one per repository.
+// A fixed one makes content-defined chunk boundaries, and so the bytes a
+// push sends, the same from run to run: the benchmarks use it.
+func WithPolynomial(pol chunker.Pol) Option {
+	return func(o *options) error {
+		if !pol.Irreducible() || pol.Deg() != 53 {
+			return fmt.Errorf("chunker polynomial %#x: not an irreducible polynomial of degree 53", uint64(pol))
+		}
+		o.polynomial = pol
 		return nil
 	}
 }
@@ -285,9 +301,11 @@ func (r *Registry) loadConfig(ctx context.Context) (chunker.Pol, error) {
 		if !errors.Is(err, objectstore.ErrNotFound) {
 			return 0, fmt.Errorf("read store config: %w", err)
 		}
-		pol, err := chunker.RandomPolynomial()
-		if err != nil {
-			return 0, fmt.Errorf("create store config: %w", err)
+		pol := r.opts.polynomial
+		if pol == 0 {
+			if pol, err = chunker.RandomPolynomial(); err != nil {
+				return 0, fmt.Errorf("create store config: %w", err)
+			}
 		}
 		cfg, err := json.MarshalIndent(storeConfig{Version: storeVersion, Polynomial: fmt.Sprintf("%#x", uint64(pol)), CreatedAt: time.Now().UTC()}, "", "  ")
 		if err != nil {
