@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/cocoonstack/epoch-dedup/chunk"
@@ -303,8 +304,7 @@ func (r *Registry) pullChunked(ctx context.Context, desc *blobDescriptor, path s
 	if err := r.syncIndex(ctx); err != nil {
 		return nil, TransferStats{}, err
 	}
-	eng := puller.New(r.idx, r.packReader(), &puller.Options{Concurrency: r.opts.concurrency})
-	ps, err := eng.Fetch(ctx, []puller.File{{Path: path, Recipe: base.recipe, Digest: desc.Digest, Mode: 0o644}}, progressAdapter(progress, start))
+	ps, err := r.fetch(ctx, []puller.File{{Path: path, Recipe: base.recipe, Digest: desc.Digest, Mode: 0o644}}, progress, start)
 	if err != nil {
 		return nil, TransferStats{}, err
 	}
@@ -441,4 +441,29 @@ func syncDir(dir string) error {
 		err = cerr
 	}
 	return err
+}
+
+// fetch runs the pull engine over files. A pack can vanish under a pull:
+// gc deletes a pack once its live chunks sit in rewritten packs, and this
+// node's index learns that only at its next sync. So a pack that is not
+// found costs one re-sync (tombstones first, then the new index objects)
+// and one resumed run, which keeps every chunk already written. A second
+// not-found is an error: the store itself lacks the chunk.
+func (r *Registry) fetch(ctx context.Context, files []puller.File, progress Progress, start time.Time) (puller.Stats, error) {
+	eng := puller.New(r.idx, r.packReader(), &puller.Options{Concurrency: r.opts.concurrency})
+	first, err := eng.Fetch(ctx, files, progressAdapter(progress, start))
+	if err == nil || !errors.Is(err, objectstore.ErrNotFound) || ctx.Err() != nil {
+		return first, err
+	}
+	if serr := r.syncIndex(ctx); serr != nil {
+		return first, errors.Join(err, serr)
+	}
+	resumed := slices.Clone(files)
+	for i := range resumed {
+		resumed[i].Resume = true
+	}
+	st, err := eng.Fetch(ctx, resumed, progressAdapter(progress, start))
+	st.DownloadedBytes += first.DownloadedBytes
+	st.Requests += first.Requests
+	return st, err
 }

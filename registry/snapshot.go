@@ -457,8 +457,7 @@ func (r *Registry) fetchLayers(ctx context.Context, dir string, m *manifest.Mani
 		}
 		files = append(files, puller.File{Path: target, Recipe: base.recipe, Digest: l.Digest, Mode: mode, Resume: resume})
 	}
-	eng := puller.New(r.idx, r.packReader(), &puller.Options{Concurrency: r.opts.concurrency})
-	return eng.Fetch(ctx, files, progressAdapter(progress, start))
+	return r.fetch(ctx, files, progress, start)
 }
 
 // pullBaseImages fetches the base images m needs that this node lacks, into
