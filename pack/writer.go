@@ -123,9 +123,13 @@ type Writer struct {
 	ownEnc    bool
 	blockSize int
 
-	buf     []byte  // header and finished blocks
-	pending []byte  // raw bytes of the open block
-	open    int     // index in entries of the open block's first chunk
+	// buf holds the header, the finished blocks and, from blockStart on,
+	// the open block: its type byte, then its chunks raw. A block that
+	// stays raw is never copied again; one that compresses is replaced in
+	// place by its smaller zstd frame.
+	buf        []byte
+	blockStart int     // offset in buf of the open block's type byte; -1 when none is open
+	open       int     // index in entries of the open block's first chunk
 	entries []Entry // BlockOffset/BlockLength set when a block closes
 	blocks  []int   // per closed block: number of chunks
 	scratch []byte
@@ -143,7 +147,7 @@ func NewWriter(opts ...Option) (*Writer, error) {
 	if o.enc != nil && o.levelSet {
 		return nil, errors.New("new pack writer: WithLevel and WithEncoder both given")
 	}
-	w := &Writer{enc: o.enc, blockSize: o.blockSize}
+	w := &Writer{enc: o.enc, blockSize: o.blockSize, blockStart: -1}
 	if w.enc == nil {
 		enc, err := NewEncoder(o.level)
 		if err != nil {
@@ -170,20 +174,32 @@ func (w *Writer) Add(id chunk.ID, data []byte) error {
 	if len(data) == 0 || len(data) > MaxChunkSize {
 		return fmt.Errorf("add chunk %s: length %d not in 1..%d", id, len(data), MaxChunkSize)
 	}
-	if len(w.pending)+len(data) > MaxBlockRawSize {
+	if w.pendingLen()+len(data) > MaxBlockRawSize {
 		w.closeBlock()
 	}
-	w.entries = append(w.entries, Entry{ID: id, Offset: uint32(len(w.pending)), Length: uint32(len(data))})
-	w.pending = append(w.pending, data...)
-	if len(w.pending) >= w.blockSize {
+	if w.blockStart < 0 {
+		w.blockStart = len(w.buf)
+		w.buf = append(w.buf, blockRaw)
+	}
+	w.entries = append(w.entries, Entry{ID: id, Offset: uint32(w.pendingLen()), Length: uint32(len(data))})
+	w.buf = append(w.buf, data...)
+	if w.pendingLen() >= w.blockSize {
 		w.closeBlock()
 	}
 	return nil
 }
 
+// pendingLen returns the raw bytes of the open block.
+func (w *Writer) pendingLen() int {
+	if w.blockStart < 0 {
+		return 0
+	}
+	return len(w.buf) - w.blockStart - 1
+}
+
 // Size returns the pack bytes so far, the open block counted raw; the
 // finished pack adds its table and footer (about 40 bytes per chunk).
-func (w *Writer) Size() int64 { return int64(len(w.buf) + len(w.pending)) }
+func (w *Writer) Size() int64 { return int64(len(w.buf)) }
 
 // Count returns the number of chunks added.
 func (w *Writer) Count() int { return len(w.entries) }
@@ -192,25 +208,23 @@ func (w *Writer) Count() int { return len(w.entries) }
 // saves at least 1/32: random pages are stored raw, and reading them then
 // costs a copy, not a failed decompression attempt.
 func (w *Writer) closeBlock() {
-	if len(w.pending) == 0 {
+	if w.pendingLen() == 0 {
 		return
 	}
-	off := uint64(len(w.buf))
-	w.scratch = w.enc.EncodeAll(w.pending, w.scratch[:0])
-	if len(w.scratch) <= len(w.pending)-len(w.pending)/32 {
-		w.buf = append(w.buf, blockZstd)
-		w.buf = append(w.buf, w.scratch...)
-	} else {
-		w.buf = append(w.buf, blockRaw)
-		w.buf = append(w.buf, w.pending...)
+	raw := w.buf[w.blockStart+1:]
+	w.scratch = w.enc.EncodeAll(raw, w.scratch[:0])
+	if len(w.scratch) <= len(raw)-len(raw)/32 {
+		w.buf[w.blockStart] = blockZstd
+		w.buf = append(w.buf[:w.blockStart+1], w.scratch...)
 	}
+	off := uint64(w.blockStart)
 	stored := uint32(uint64(len(w.buf)) - off)
 	for i := w.open; i < len(w.entries); i++ {
 		w.entries[i].BlockOffset, w.entries[i].BlockLength = off, stored
 	}
 	w.blocks = append(w.blocks, len(w.entries)-w.open)
 	w.open = len(w.entries)
-	w.pending = w.pending[:0]
+	w.blockStart = -1
 }
 
 // Finish closes the last block, appends table and footer, and returns the
@@ -262,7 +276,7 @@ func (w *Writer) Finish() ([]byte, []Entry, error) {
 		return nil, nil, errors.New("finish pack: verify own table: entries differ from what was written")
 	}
 	pack, entries := w.buf, w.entries
-	w.buf, w.entries, w.pending, w.scratch = nil, nil, nil, nil
+	w.buf, w.entries, w.scratch = nil, nil, nil
 	return pack, entries, nil
 }
 
