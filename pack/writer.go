@@ -130,10 +130,10 @@ type Writer struct {
 	buf        []byte
 	blockStart int     // offset in buf of the open block's type byte; -1 when none is open
 	open       int     // index in entries of the open block's first chunk
-	entries []Entry // BlockOffset/BlockLength set when a block closes
-	blocks  []int   // per closed block: number of chunks
-	scratch []byte
-	done    bool
+	entries    []Entry // BlockOffset/BlockLength set when a block closes
+	blocks     []int   // per closed block: number of chunks
+	scratch    []byte
+	done       bool
 }
 
 // NewWriter returns a writer for a new pack.
