@@ -13,6 +13,12 @@
 //     runs fetched by a bounded pool of workers so memory stays bounded
 //     (concurrency x maximum run length).
 //
+// Before it creates anything, the engine checks that the files' data (holes
+// excluded) fits in the free space of their filesystem, less 64 MiB of
+// slack, and fails with ErrNoSpace naming both numbers otherwise: a pull
+// that would fill the disk, or a hostile recipe claiming terabytes, is
+// refused up front instead of failing part-way.
+//
 // Zero extents are never fetched nor written: the file is created at its
 // full size and they stay holes. Every chunk is verified before it is
 // written, and the whole file is verified against its SHA-256 digest before

@@ -139,6 +139,9 @@ type fetch struct {
 func (e *Engine) Fetch(ctx context.Context, files []File, progress func(Stats)) (Stats, error) {
 	f := &fetch{e: e, progress: progress}
 	defer f.closeAll()
+	if err := checkSpace(files); err != nil {
+		return f.snapshot(), fmt.Errorf("fetch: %w", err)
+	}
 	if err := f.open(files); err != nil {
 		return f.snapshot(), err
 	}

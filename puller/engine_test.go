@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -749,6 +750,21 @@ func TestFetch_BadInput(t *testing.T) {
 				t.Fatalf("err = %v, want %v", err, tt.want)
 			}
 		})
+	}
+	// A recipe claiming far more data than the disk holds (64 TiB) is
+	// refused before any file is created.
+	huge := &manifest.Recipe{}
+	for range 1 << 14 {
+		huge.AppendData(chunk.Sum(c), math.MaxUint32)
+	}
+	hugePath := filepath.Join(e.dir, "huge")
+	if _, err := e.engine(nil).Fetch(context.Background(), []puller.File{{Path: hugePath, Recipe: huge}}, nil); !errors.Is(err, puller.ErrNoSpace) {
+		t.Fatalf("64 TiB recipe: err = %v, want ErrNoSpace", err)
+	} else if !strings.Contains(err.Error(), "free") {
+		t.Errorf("error %q does not say how much is free", err)
+	}
+	if _, err := os.Stat(hugePath); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("refused fetch left %s: %v", hugePath, err)
 	}
 	// A recipe of holes needs neither index nor store.
 	holes := &manifest.Recipe{}
