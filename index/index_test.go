@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -240,6 +241,56 @@ func TestDB_Ingest(t *testing.T) {
 	}
 	if ok, _ := db.Ingested("push-3"); ok || db.HasPack(bad[0].Pack) {
 		t.Fatal("failed ingest left traces")
+	}
+}
+
+func TestDB_IngestAll(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	db := indextest.MustOpen(t, "", nil)
+	shared := randPack(rng, 8)
+	gone := randPack(rng, 4)
+	if _, err := db.IngestTombstone("gc/deleted/1", []chunk.ID{gone.Pack}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Ingest("index/a", []index.PackRecord{randPack(rng, 3)}); err != nil {
+		t.Fatal(err)
+	}
+	fresh := []index.PackRecord{randPack(rng, 10), randPack(rng, 20)}
+	objs := []index.IndexObject{
+		{Name: "index/a", Packs: []index.PackRecord{randPack(rng, 50)}}, // already ingested: skipped whole
+		{Name: "index/b", Packs: []index.PackRecord{fresh[0], shared}},
+		{Name: "index/c", Packs: []index.PackRecord{fresh[1], shared, gone}}, // shared twice in one batch, gone refused
+	}
+	if err := db.IngestAll(objs); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"index/a", "index/b", "index/c"} {
+		if ok, err := db.Ingested(name); err != nil || !ok {
+			t.Errorf("Ingested(%s) = %v, %v", name, ok, err)
+		}
+	}
+	if n, _ := db.ChunkCount(); n != 3+10+20+8 {
+		t.Fatalf("ChunkCount = %d, want %d", n, 3+10+20+8)
+	}
+	for _, p := range append(fresh, shared) {
+		for _, e := range p.Entries {
+			wantLocation(t, db, p, e)
+		}
+	}
+	if db.HasPack(gone.Pack) || db.HasPack(objs[0].Packs[0].Pack) {
+		t.Fatal("a tombstoned pack or one of an already ingested object was added")
+	}
+	// One bad pack fails the whole batch: no name and no pack recorded.
+	bad := []index.IndexObject{
+		{Name: "index/d", Packs: []index.PackRecord{randPack(rng, 5)}},
+		{Name: "index/e", Packs: []index.PackRecord{{Pack: randID(rng), Size: -1}}},
+	}
+	err := db.IngestAll(bad)
+	if !errors.Is(err, index.ErrInvalidArgument) || !strings.Contains(err.Error(), "index/e") {
+		t.Fatalf("got %v, want ErrInvalidArgument naming index/e", err)
+	}
+	if ok, _ := db.Ingested("index/d"); ok || db.HasPack(bad[0].Packs[0].Pack) {
+		t.Fatal("failed batch left traces")
 	}
 }
 

@@ -22,7 +22,7 @@ import (
 // into a B+tree a few thousand at a time rewrites most of its leaves on
 // every commit; merging in large sorted batches does that once per batch.
 func (db *DB) AddPack(pack chunk.ID, packSize int64, entries []PackEntry) error {
-	if err := db.addPacks([]PackRecord{{Pack: pack, Size: packSize, Entries: entries}}, ""); err != nil {
+	if err := db.addPacks([]IndexObject{{Packs: []PackRecord{{Pack: pack, Size: packSize, Entries: entries}}}}); err != nil {
 		return fmt.Errorf("add pack %s: %w", pack, err)
 	}
 	return nil
@@ -44,48 +44,73 @@ func (db *DB) Ingested(name string) (ok bool, err error) {
 // transaction: after a crash either both are there or neither. Ingesting a
 // name again is a no-op.
 func (db *DB) Ingest(name string, packs []PackRecord) error {
-	if name == "" || len(name) > maxNameLength {
-		return fmt.Errorf("ingest %q: %w: name of %d bytes", name, ErrInvalidArgument, len(name))
+	return db.IngestAll([]IndexObject{{Name: name, Packs: packs}})
+}
+
+// IndexObject is one decoded index object, named by its key in the store.
+type IndexObject struct {
+	Name  string
+	Packs []PackRecord
+}
+
+// IngestAll is Ingest for several index objects in one transaction, so a
+// node catching up on thousands of them pays one commit (one fsync), not
+// one each. Names already ingested are skipped.
+func (db *DB) IngestAll(objs []IndexObject) error {
+	for _, o := range objs {
+		if o.Name == "" || len(o.Name) > maxNameLength {
+			return fmt.Errorf("ingest %q: %w: name of %d bytes", o.Name, ErrInvalidArgument, len(o.Name))
+		}
 	}
-	if err := db.addPacks(packs, name); err != nil {
-		return fmt.Errorf("ingest %s: %w", name, err)
+	if err := db.addPacks(objs); err != nil {
+		if len(objs) == 1 {
+			return fmt.Errorf("ingest %s: %w", objs[0].Name, err)
+		}
+		return fmt.Errorf("ingest %d index objects: %w", len(objs), err)
 	}
 	return nil
 }
 
-// addPacks records packs (and the ingested name, if any) as pending, then
-// merges if enough is pending.
-func (db *DB) addPacks(packs []PackRecord, name string) error {
-	for i := range packs {
-		if err := checkPack(&packs[i]); err != nil {
-			return fmt.Errorf("pack %d: %w", i, err)
+// addPacks records the packs of objs (and their names, when not empty) as
+// pending, then merges if enough is pending.
+func (db *DB) addPacks(objs []IndexObject) error {
+	for _, o := range objs {
+		for i := range o.Packs {
+			if err := checkPack(&o.Packs[i]); err != nil {
+				if len(objs) > 1 {
+					return fmt.Errorf("%s: pack %d: %w", o.Name, i, err)
+				}
+				return fmt.Errorf("pack %d: %w", i, err)
+			}
 		}
 	}
 	var added []PackRecord
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
 		added = added[:0]
-		if name != "" {
-			ing := tx.Bucket(bucketIngested)
-			if ing.Get([]byte(name)) != nil {
-				return nil
-			}
-			if err := ing.Put([]byte(name), binary.BigEndian.AppendUint32(nil, uint32(min(len(packs), math.MaxUint32)))); err != nil {
-				return err
-			}
-		}
+		ing := tx.Bucket(bucketIngested)
 		packsB, pendingB, deletedB := tx.Bucket(bucketPacks), tx.Bucket(bucketPending), tx.Bucket(bucketDeleted)
-		for _, p := range packs {
-			if packsB.Get(p.Pack[:]) != nil || deletedB.Get(p.Pack[:]) != nil {
-				continue
+		for _, o := range objs {
+			if o.Name != "" {
+				if ing.Get([]byte(o.Name)) != nil {
+					continue
+				}
+				if err := ing.Put([]byte(o.Name), binary.BigEndian.AppendUint32(nil, uint32(min(len(o.Packs), math.MaxUint32)))); err != nil {
+					return err
+				}
 			}
-			key := bytes.Clone(p.Pack[:])
-			if err := packsB.Put(key, encodePackValue(&p)); err != nil {
-				return err
+			for _, p := range o.Packs {
+				if packsB.Get(p.Pack[:]) != nil || deletedB.Get(p.Pack[:]) != nil {
+					continue
+				}
+				key := bytes.Clone(p.Pack[:])
+				if err := packsB.Put(key, encodePackValue(&p)); err != nil {
+					return err
+				}
+				if err := pendingB.Put(key, nil); err != nil {
+					return err
+				}
+				added = append(added, p)
 			}
-			if err := pendingB.Put(key, nil); err != nil {
-				return err
-			}
-			added = append(added, p)
 		}
 		return nil
 	})

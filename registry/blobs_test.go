@@ -31,7 +31,7 @@ func newRegistry(t *testing.T, store *objectstore.Client) *registry.Registry {
 
 // writeImage writes a memory-like file: pages random, compressible or zero
 // (left as holes), chosen by seed.
-func writeImage(t *testing.T, path string, pages int, seed uint64) {
+func writeImage(t testing.TB, path string, pages int, seed uint64) {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	f, err := os.Create(path)

@@ -34,7 +34,7 @@ func pushDirRevisions(t *testing.T, r *registry.Registry, name string) string {
 }
 
 // storeKeys lists the keys under prefix.
-func storeKeys(t *testing.T, store *objectstore.Client, prefix string) []string {
+func storeKeys(t testing.TB, store *objectstore.Client, prefix string) []string {
 	t.Helper()
 	var keys []string
 	err := store.List(context.Background(), prefix, func(oi objectstore.ObjectInfo) error {

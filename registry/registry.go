@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -381,30 +382,70 @@ func (r *Registry) syncStore(ctx context.Context) (map[string]time.Time, error) 
 	if err != nil {
 		return nil, fmt.Errorf("sync index: %w", err)
 	}
+	var todo []string
 	for _, name := range names {
 		done, err := r.idx.Ingested(name)
 		if err != nil {
 			return nil, fmt.Errorf("sync index: %w", err)
 		}
-		if done {
-			continue
+		if !done {
+			todo = append(todo, name)
 		}
-		data, _, err := r.store.GetBytes(ctx, name, maxIndexObject)
+	}
+	for len(todo) > 0 {
+		batch := todo[:min(len(todo), syncBatch)]
+		todo = todo[len(batch):]
+		objs, err := r.fetchIndexObjects(ctx, batch)
 		if err != nil {
-			if errors.Is(err, objectstore.ErrNotFound) {
-				continue // removed since the listing
-			}
-			return nil, fmt.Errorf("sync index %s: %w", name, err)
+			return nil, err
 		}
-		packs, err := index.DecodeIndexObject(data)
-		if err != nil {
-			return nil, fmt.Errorf("sync index %s: %w: %w", name, ErrCorruptStore, err)
-		}
-		if err := r.idx.Ingest(name, packs); err != nil {
-			return nil, fmt.Errorf("sync index %s: %w", name, err)
+		if err := r.idx.IngestAll(objs); err != nil {
+			return nil, fmt.Errorf("sync index: %w", err)
 		}
 	}
 	return seen, nil
+}
+
+// syncBatch is how many index objects a sync fetches before ingesting them
+// in one transaction: a node catching up on a long-lived store pays one
+// commit per batch, and holds at most a batch of decoded objects.
+const syncBatch = 64
+
+// fetchIndexObjects reads and decodes the index objects names, up to the
+// registry's concurrency at once. Objects removed since the listing (gc
+// compacted them away) are left out.
+func (r *Registry) fetchIndexObjects(ctx context.Context, names []string) ([]index.IndexObject, error) {
+	objs := make([]index.IndexObject, len(names))
+	errs := make([]error, len(names))
+	sem := make(chan struct{}, r.opts.concurrency)
+	var wg sync.WaitGroup
+	for i, name := range names {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			data, _, err := r.store.GetBytes(ctx, name, maxIndexObject)
+			if errors.Is(err, objectstore.ErrNotFound) {
+				return
+			}
+			if err != nil {
+				errs[i] = fmt.Errorf("sync index %s: %w", name, err)
+				return
+			}
+			packs, err := index.DecodeIndexObject(data)
+			if err != nil {
+				errs[i] = fmt.Errorf("sync index %s: %w: %w", name, ErrCorruptStore, err)
+				return
+			}
+			objs[i] = index.IndexObject{Name: name, Packs: packs}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return slices.DeleteFunc(objs, func(o index.IndexObject) bool { return o.Name == "" }), nil
 }
 
 func packKey(id chunk.ID) string {
