@@ -94,7 +94,8 @@ type Options struct {
 	// MergeThreshold is how many pending chunk entries AddPack and Ingest
 	// let accumulate before merging them into the chunk tree in one
 	// transaction. Zero means DefaultMergeThreshold; negative merges on
-	// every call.
+	// every call. It also bounds the chunks one AddLocalFile transaction
+	// records (at least 256), for the same reason: memory.
 	MergeThreshold int
 }
 

@@ -294,6 +294,39 @@ func TestDB_IngestAll(t *testing.T) {
 	}
 }
 
+// TestDB_LocalFiles_Large records a file of more chunks than one
+// transaction takes, one chunk repeated far apart in the file, then
+// replaces it: every chunk is found at its first offset, then none is.
+func TestDB_LocalFiles_Large(t *testing.T) {
+	rng := rand.New(rand.NewPCG(6, 6))
+	db := indextest.MustOpen(t, "", &index.Options{MergeThreshold: 1000})
+	const n = 2500 // three transactions
+	chunks := make([]index.LocalChunk, n)
+	for i := range chunks {
+		chunks[i] = index.LocalChunk{ID: randID(rng), Offset: int64(i) * 4096, Length: 4096}
+	}
+	chunks[n-1].ID = chunks[3].ID // a repeat: the first offset wins
+	path := filepath.Join(t.TempDir(), "memory-ranges")
+	v := index.Validator{Size: n * 4096}
+	if err := db.AddLocalFile(path, v, chunks); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{0, 3, 999, 1000, 2000, n - 2} {
+		refs, err := db.FindLocal(chunks[i].ID)
+		if err != nil || len(refs) != 1 || refs[0].Offset != chunks[i].Offset || refs[0].Path != path {
+			t.Fatalf("chunk %d: FindLocal = %+v, %v", i, refs, err)
+		}
+	}
+	if err := db.AddLocalFile(path, index.Validator{Size: 4096}, []index.LocalChunk{{ID: randID(rng), Length: 4096}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{0, 1500, n - 2} {
+		if refs, _ := db.FindLocal(chunks[i].ID); len(refs) != 0 {
+			t.Fatalf("chunk %d still recorded after the file was replaced: %+v", i, refs)
+		}
+	}
+}
+
 func TestDB_LocalFiles(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 5))
 	db := indextest.MustOpen(t, "", nil)

@@ -51,6 +51,12 @@ func ValidatorFor(fi os.FileInfo) Validator {
 // was recorded for it before. path must be absolute and clean. Only the
 // first offset of a chunk repeated within the file is kept: one copy
 // source is enough.
+//
+// A large file is recorded in several transactions of MergeThreshold
+// chunks (at least 256), so memory stays bounded: a crash in between leaves the file partly
+// recorded, which costs nothing (every copy is validated and re-hashed
+// before use). If another AddLocalFile of the same path starts meanwhile,
+// the later one wins and this one stops adding.
 func (db *DB) AddLocalFile(path string, v Validator, chunks []LocalChunk) error {
 	if err := checkPath(path); err != nil {
 		return fmt.Errorf("add local file: %w", err)
@@ -63,11 +69,14 @@ func (db *DB) AddLocalFile(path string, v Validator, chunks []LocalChunk) error 
 		}
 	}
 	// Key order for bbolt (see addPack), first offset wins among duplicates.
-	order := make([]int, len(chunks))
-	for i := range order {
-		order[i] = i
+	order := make([]int, 0, len(chunks))
+	for i := range chunks {
+		order = append(order, i)
 	}
 	slices.SortStableFunc(order, func(a, b int) int { return bytes.Compare(chunks[a].ID[:], chunks[b].ID[:]) })
+	order = slices.CompactFunc(order, func(a, b int) bool { return chunks[a].ID == chunks[b].ID })
+
+	var noKey []byte
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
 		if err := forgetFile(tx, path); err != nil {
 			return err
@@ -77,40 +86,55 @@ func (db *DB) AddLocalFile(path string, v Validator, chunks []LocalChunk) error 
 		if err != nil {
 			return err
 		}
-		noKey := binary.BigEndian.AppendUint64(nil, no)
+		noKey = binary.BigEndian.AppendUint64(nil, no)
 		if err := files.Put(noKey, append(encodeValidator(v), path...)); err != nil {
 			return err
 		}
-		if err := tx.Bucket(bucketPaths).Put([]byte(path), noKey); err != nil {
-			return err
-		}
-		local, fileChunks := tx.Bucket(bucketLocal), tx.Bucket(bucketFileChunks)
-		// bbolt keeps key and value slices until commit: one buffer, no reuse.
-		buf := make([]byte, len(chunks)*(localKeySize+localValueSize+fileChunkKeyLen))
-		for k, i := range order {
-			c := &chunks[i]
-			if k > 0 && chunks[order[k-1]].ID == c.ID {
-				continue
-			}
-			lk, lv, fk := buf[:localKeySize], buf[localKeySize:localKeySize+localValueSize], buf[localKeySize+localValueSize:localKeySize+localValueSize+fileChunkKeyLen]
-			buf = buf[localKeySize+localValueSize+fileChunkKeyLen:]
-			copy(lk, c.ID[:])
-			copy(lk[chunk.IDSize:], noKey)
-			copy(fk, noKey)
-			copy(fk[fileNoSize:], c.ID[:])
-			binary.BigEndian.PutUint64(lv[0:], uint64(c.Offset))
-			binary.BigEndian.PutUint32(lv[8:], c.Length)
-			if err := local.Put(lk, lv); err != nil {
-				return err
-			}
-			if err := fileChunks.Put(fk, nil); err != nil {
-				return err
-			}
-		}
-		return nil
+		return tx.Bucket(bucketPaths).Put([]byte(path), noKey)
 	})
+	per := max(db.threshold, 256)
+	for len(order) > 0 && err == nil {
+		batch := order[:min(len(order), per)]
+		order = order[len(batch):]
+		var replaced bool
+		err = db.bolt.Update(func(tx *bolt.Tx) error {
+			if !bytes.Equal(tx.Bucket(bucketPaths).Get([]byte(path)), noKey) {
+				replaced = true
+				return nil
+			}
+			return putLocalChunks(tx, noKey, chunks, batch)
+		})
+		if replaced {
+			break
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("add local file %s: %w", path, err)
+	}
+	return nil
+}
+
+// putLocalChunks records chunks[i] for i in order as held by file noKey.
+func putLocalChunks(tx *bolt.Tx, noKey []byte, chunks []LocalChunk, order []int) error {
+	local, fileChunks := tx.Bucket(bucketLocal), tx.Bucket(bucketFileChunks)
+	// bbolt keeps key and value slices until commit: one buffer, no reuse.
+	buf := make([]byte, len(order)*(localKeySize+localValueSize+fileChunkKeyLen))
+	for _, i := range order {
+		c := &chunks[i]
+		lk, lv, fk := buf[:localKeySize], buf[localKeySize:localKeySize+localValueSize], buf[localKeySize+localValueSize:localKeySize+localValueSize+fileChunkKeyLen]
+		buf = buf[localKeySize+localValueSize+fileChunkKeyLen:]
+		copy(lk, c.ID[:])
+		copy(lk[chunk.IDSize:], noKey)
+		copy(fk, noKey)
+		copy(fk[fileNoSize:], c.ID[:])
+		binary.BigEndian.PutUint64(lv[0:], uint64(c.Offset))
+		binary.BigEndian.PutUint32(lv[8:], c.Length)
+		if err := local.Put(lk, lv); err != nil {
+			return err
+		}
+		if err := fileChunks.Put(fk, nil); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -1,8 +1,11 @@
 package pack
 
 import (
+	"bytes"
 	"cmp"
+	"errors"
 	"fmt"
+	"io"
 	"slices"
 
 	"github.com/cocoonstack/epoch-dedup/chunk"
@@ -50,9 +53,76 @@ func PlanRuns(entries []Entry, maxGap uint64) []Run {
 // extraction: a block that does not decode or a chunk that does not match
 // yields a *CorruptChunkError; an error from fn is returned wrapped.
 func ExtractChunks(span []byte, spanOffset uint64, entries []Entry, fn func(Entry, []byte) error) error {
+	var x Extractor
+	return x.extract(entries, func(e Entry) ([]byte, error) {
+		if e.BlockOffset < spanOffset || e.BlockEnd()-spanOffset > uint64(len(span)) || e.BlockEnd() < e.BlockOffset {
+			return nil, fmt.Errorf("extract chunk %s: block [%d,+%d) outside span [%d,+%d)", e.ID, e.BlockOffset, e.BlockLength, spanOffset, len(span))
+		}
+		start := e.BlockOffset - spanOffset
+		return span[start : start+uint64(e.BlockLength)], nil
+	}, fn)
+}
+
+// maxStoredBlock bounds a block's stored size as a streaming read trusts
+// it: zstd output of MaxBlockRawSize bytes stays far below twice that.
+const maxStoredBlock = 2 * MaxBlockRawSize
+
+// Extractor is ExtractChunks for a span that arrives as a stream: it holds
+// one block at a time instead of the whole span, so a reader's memory does
+// not grow with the ranges it asks for. Its buffers are reused from call
+// to call; an Extractor is not safe for concurrent use.
+type Extractor struct {
+	stored  []byte
+	decoded []byte
+}
+
+// ExtractFrom reads the span starting at pack offset spanOffset from r, in
+// order, and does what ExtractChunks does with it. Gaps between the blocks
+// entries name are read and discarded; reading stops after the last block.
+// A short or failing read is an error wrapping the reader's error.
+func (x *Extractor) ExtractFrom(r io.Reader, spanOffset uint64, entries []Entry, fn func(Entry, []byte) error) error {
+	pos := spanOffset
+	return x.extract(entries, func(e Entry) ([]byte, error) {
+		if e.BlockOffset < pos || e.BlockEnd() < e.BlockOffset {
+			return nil, fmt.Errorf("extract chunk %s: block [%d,+%d) before the stream position %d", e.ID, e.BlockOffset, e.BlockLength, pos)
+		}
+		if e.BlockLength > maxStoredBlock {
+			return nil, &CorruptChunkError{ID: e.ID, Reason: fmt.Sprintf("block at %d claims %d stored bytes, limit %d", e.BlockOffset, e.BlockLength, maxStoredBlock)}
+		}
+		if gap := int64(e.BlockOffset - pos); gap > 0 {
+			if _, err := io.CopyN(io.Discard, r, gap); err != nil {
+				return nil, fmt.Errorf("extract chunk %s: skip to block at %d: %w", e.ID, e.BlockOffset, eofIsUnexpected(err))
+			}
+		}
+		// Grown as bytes arrive, not to the claimed length up front: a
+		// hostile length costs what the stream really holds.
+		buf := bytes.NewBuffer(x.stored[:0])
+		n, err := buf.ReadFrom(io.LimitReader(r, int64(e.BlockLength)))
+		x.stored = buf.Bytes()
+		if err == nil && n < int64(e.BlockLength) {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			return nil, fmt.Errorf("extract chunk %s: read block at %d: %w", e.ID, e.BlockOffset, err)
+		}
+		pos = e.BlockEnd()
+		return x.stored, nil
+	}, fn)
+}
+
+func eofIsUnexpected(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// extract is the loop both ExtractChunks and ExtractFrom run: block gives
+// the stored bytes of an entry's block, called once per block in pack
+// order.
+func (x *Extractor) extract(entries []Entry, block func(Entry) ([]byte, error), fn func(Entry, []byte) error) error {
 	var (
-		buf     []byte
-		block   []byte
+		raw     []byte
 		decErr  error
 		cur     Entry
 		started bool
@@ -60,14 +130,11 @@ func ExtractChunks(span []byte, spanOffset uint64, entries []Entry, fn func(Entr
 	for _, e := range sortedEntries(entries) {
 		if !started || e.BlockOffset != cur.BlockOffset {
 			started, cur = true, e
-			if e.BlockOffset < spanOffset || e.BlockEnd()-spanOffset > uint64(len(span)) || e.BlockEnd() < e.BlockOffset {
-				return fmt.Errorf("extract chunk %s: block [%d,+%d) outside span [%d,+%d)", e.ID, e.BlockOffset, e.BlockLength, spanOffset, len(span))
+			stored, err := block(e)
+			if err != nil {
+				return err
 			}
-			start := e.BlockOffset - spanOffset
-			block, decErr = DecodeBlock(buf[:0], span[start:start+uint64(e.BlockLength)], MaxBlockRawSize)
-			if decErr == nil {
-				buf = block
-			}
+			raw, decErr = x.decode(stored)
 		}
 		if decErr != nil {
 			return &CorruptChunkError{ID: e.ID, Reason: fmt.Sprintf("decode block at %d: %v", e.BlockOffset, decErr)}
@@ -76,10 +143,10 @@ func ExtractChunks(span []byte, spanOffset uint64, entries []Entry, fn func(Entr
 			return &CorruptChunkError{ID: e.ID, Reason: fmt.Sprintf("block at %d has lengths %d and %d", e.BlockOffset, cur.BlockLength, e.BlockLength)}
 		}
 		end := uint64(e.Offset) + uint64(e.Length)
-		if end > uint64(len(block)) {
-			return &CorruptChunkError{ID: e.ID, Reason: fmt.Sprintf("bytes [%d,%d) outside block at %d of %d bytes", e.Offset, end, e.BlockOffset, len(block))}
+		if end > uint64(len(raw)) {
+			return &CorruptChunkError{ID: e.ID, Reason: fmt.Sprintf("bytes [%d,%d) outside block at %d of %d bytes", e.Offset, end, e.BlockOffset, len(raw))}
 		}
-		data := block[e.Offset:end]
+		data := raw[e.Offset:end]
 		if chunk.Sum(data) != e.ID {
 			return &CorruptChunkError{ID: e.ID, Reason: fmt.Sprintf("content hash mismatch (block at %d)", e.BlockOffset)}
 		}
@@ -88,6 +155,22 @@ func ExtractChunks(span []byte, spanOffset uint64, entries []Entry, fn func(Entr
 		}
 	}
 	return nil
+}
+
+// decode returns the raw bytes of a stored block: a raw block's payload in
+// place, a zstd block decoded into the extractor's buffer.
+func (x *Extractor) decode(stored []byte) ([]byte, error) {
+	if len(stored) > 0 && stored[0] == blockRaw {
+		if len(stored)-1 > MaxBlockRawSize {
+			return nil, fmt.Errorf("%w: raw block of %d bytes, limit %d", ErrTooLarge, len(stored)-1, MaxBlockRawSize)
+		}
+		return stored[1:], nil
+	}
+	raw, err := DecodeBlock(x.decoded[:0], stored, MaxBlockRawSize)
+	if err == nil {
+		x.decoded = raw
+	}
+	return raw, err
 }
 
 func sortedEntries(entries []Entry) []Entry {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"testing"
 
@@ -143,6 +144,28 @@ func TestRoundTrip(t *testing.T) {
 				}
 				if n != len(run.Entries) {
 					t.Fatalf("run gave %d chunks, want %d", n, len(run.Entries))
+				}
+			}
+			// Streamed, with gaps to skip: the same chunks, and a stream cut
+			// anywhere is an error, never a short answer.
+			var x Extractor
+			for _, run := range PlanRuns(parsed, 1<<20) {
+				span := p[run.Offset : run.Offset+run.Length]
+				var streamed []Entry
+				err := x.ExtractFrom(bytes.NewReader(span), run.Offset, run.Entries, func(e Entry, data []byte) error {
+					if !bytes.Equal(got[e.ID], data) {
+						t.Fatalf("streamed chunk %s differs", e.ID)
+					}
+					streamed = append(streamed, e)
+					return nil
+				})
+				if err != nil || len(streamed) != len(run.Entries) {
+					t.Fatalf("streamed run: %d of %d chunks, %v", len(streamed), len(run.Entries), err)
+				}
+				cut := len(span) - 1
+				err = x.ExtractFrom(bytes.NewReader(span[:cut]), run.Offset, run.Entries, func(Entry, []byte) error { return nil })
+				if !errors.Is(err, io.ErrUnexpectedEOF) {
+					t.Fatalf("stream cut at %d of %d: %v, want ErrUnexpectedEOF", cut, len(span), err)
 				}
 			}
 		})
@@ -451,13 +474,16 @@ func FuzzExtractChunks(f *testing.F) {
 		if own, err := ParseTail(b, int64(len(b))); err == nil {
 			lists = append(lists, own)
 		}
+		verified := func(e Entry, data []byte) error {
+			if chunk.Sum(data) != e.ID || len(data) != int(e.Length) {
+				t.Fatalf("unverified data for %s", e.ID)
+			}
+			return nil
+		}
+		var ex Extractor
 		for _, list := range lists {
-			_ = ExtractChunks(b, 0, list, func(e Entry, data []byte) error {
-				if chunk.Sum(data) != e.ID || len(data) != int(e.Length) {
-					t.Fatalf("unverified data for %s", e.ID)
-				}
-				return nil
-			})
+			_ = ExtractChunks(b, 0, list, verified)
+			_ = ex.ExtractFrom(bytes.NewReader(b), 0, list, verified)
 		}
 	})
 }

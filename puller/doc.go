@@ -9,9 +9,10 @@
 //     validator recorded with it, the bytes are read and their BLAKE3 hash is
 //     checked before they are used;
 //  2. otherwise the store: chunks are grouped by pack, sorted by offset and
-//     coalesced into runs, each run read with one ranged request, and the
-//     runs fetched by a bounded pool of workers so memory stays bounded
-//     (concurrency x maximum run length).
+//     coalesced into runs, each run read with one ranged request by a
+//     bounded pool of workers; a worker decodes and writes the run's blocks
+//     as they stream in, so memory stays bounded by concurrency x one block
+//     (plus 1 MiB of write coalescing), not by the run length.
 //
 // Before it creates anything, the engine checks that the files' data (holes
 // excluded) fits in the free space of their filesystem, less 64 MiB of

@@ -44,8 +44,9 @@ type PackReader interface {
 type Options struct {
 	// Concurrency is how many ranged reads run at once (default 8).
 	Concurrency int
-	// MaxRunBytes caps one ranged read, and so the memory of one worker
-	// (default 8 MiB).
+	// MaxRunBytes caps one ranged read (default 8 MiB): a read that fails
+	// part-way is retried whole, so smaller costs less to redo. A worker
+	// streams its read and holds one block at a time, whatever this is.
 	MaxRunBytes int64
 	// MaxGap is how many unneeded bytes between two needed blocks of a pack
 	// are read anyway to save a request (default 256 KiB).
@@ -557,14 +558,13 @@ func (f *fetch) download(ctx context.Context, ids []chunk.ID) error {
 	workers := min(f.e.opts.Concurrency, len(jobs))
 	for range workers {
 		wg.Go(func() {
-			var buf []byte
+			var x pack.Extractor
 			for {
 				i := int(next.Add(1) - 1)
 				if i >= len(jobs) || ctx.Err() != nil {
 					return
 				}
-				var err error
-				if buf, err = f.fetchRun(ctx, jobs[i].pack, jobs[i].run, buf); err != nil {
+				if err := f.fetchRun(ctx, &x, jobs[i].pack, jobs[i].run); err != nil {
 					fail(err)
 					return
 				}
@@ -578,31 +578,79 @@ func (f *fetch) download(ctx context.Context, ids []chunk.ID) error {
 	return ctx.Err()
 }
 
-func (f *fetch) fetchRun(ctx context.Context, p chunk.ID, run pack.Run, buf []byte) ([]byte, error) {
-	rc, err := f.e.packs.ReadPack(ctx, p, int64(run.Offset), int64(run.Length))
-	if err != nil {
-		return buf, fmt.Errorf("read pack %s [%d,+%d): %w", p, run.Offset, run.Length, err)
-	}
-	buf = slices.Grow(buf[:0], int(run.Length))[:run.Length]
-	_, err = io.ReadFull(rc, buf)
-	_ = rc.Close()
-	if err != nil {
-		return buf, fmt.Errorf("read pack %s [%d,+%d): %w", p, run.Offset, run.Length, err)
-	}
-	f.downloaded.Add(int64(run.Length))
-	f.requests.Add(1)
+// readAttempts bounds the reads of one run: a body cut part-way is read
+// again from the first block not yet written, not from the run's start.
+const readAttempts = 3
+
+// fetchRun reads one run of pack p and writes its chunks as they stream
+// in: a worker holds one block, not the run.
+func (f *fetch) fetchRun(ctx context.Context, x *pack.Extractor, p chunk.ID, run pack.Run) error {
 	w := coalescer{f: f}
-	err = pack.ExtractChunks(buf, run.Offset, run.Entries, func(e pack.Entry, data []byte) error {
-		return w.add(e.ID, data)
-	})
+	var err error
+	for attempt := 1; ; attempt++ {
+		var done int // entries of run handed to the coalescer
+		var cut bool
+		done, cut, err = f.readRun(ctx, x, &w, p, run)
+		if err == nil || !cut || attempt == readAttempts || ctx.Err() != nil {
+			break
+		}
+		// Entries come in block order and a read fails only between
+		// blocks, so every block before the first undone entry is written.
+		rest := run.Entries[done:]
+		end := run.Offset + run.Length
+		run = pack.Run{Offset: rest[0].BlockOffset, Length: end - rest[0].BlockOffset, Entries: rest}
+	}
 	if err == nil {
 		err = w.flush()
 	}
 	if err != nil {
-		return buf, fmt.Errorf("pack %s: %w", p, err)
+		return fmt.Errorf("read pack %s [%d,+%d): %w", p, run.Offset, run.Length, err)
 	}
 	f.report()
-	return buf, nil
+	return nil
+}
+
+// readRun is one ranged read of run. It returns how many entries it
+// delivered and whether it failed because the body ended or broke early
+// (worth reading the rest again) rather than on bad data or a write.
+func (f *fetch) readRun(ctx context.Context, x *pack.Extractor, w *coalescer, p chunk.ID, run pack.Run) (done int, cut bool, err error) {
+	rc, err := f.e.packs.ReadPack(ctx, p, int64(run.Offset), int64(run.Length))
+	if err != nil {
+		return 0, false, err
+	}
+	defer func() { _ = rc.Close() }()
+	f.requests.Add(1)
+	body := &countingReader{r: rc}
+	var writeErr error
+	err = x.ExtractFrom(body, run.Offset, run.Entries, func(e pack.Entry, data []byte) error {
+		if writeErr = w.add(e.ID, data); writeErr == nil {
+			done++
+		}
+		return writeErr
+	})
+	f.downloaded.Add(body.n)
+	cut = err != nil && writeErr == nil && (body.err != nil || body.eof) && !errors.Is(err, pack.ErrCorrupt)
+	return done, cut, err
+}
+
+// countingReader counts a body's bytes and remembers how it ended.
+type countingReader struct {
+	r   io.Reader
+	n   int64
+	eof bool  // the body ended (early, if the extraction still failed)
+	err error // the body broke
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	switch {
+	case err == io.EOF:
+		c.eof = true
+	case err != nil:
+		c.err = err
+	}
+	return n, err
 }
 
 // coalesceMax bounds the bytes a coalescer holds before writing.

@@ -773,3 +773,70 @@ func TestFetch_BadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestFetch_CutBodyResumed: a body that breaks part-way is read again from
+// the first block not yet written, and the fetch completes.
+func TestFetch_CutBodyResumed(t *testing.T) {
+	for _, conc := range []int{1, 8} {
+		t.Run(fmt.Sprintf("concurrency=%d", conc), func(t *testing.T) {
+			e := newEnv(t)
+			p := pages(60, 64, 4096, true)
+			e.addPack(p, pack.WithBlockSize(16<<10))
+			var parts []part
+			for _, c := range p {
+				parts = append(parts, data(c))
+			}
+			recipe, content := build(parts...)
+			var mu sync.Mutex
+			type read struct {
+				pack   chunk.ID
+				off, n int64
+			}
+			var reads []read
+			cutOnce := readerFunc(func(ctx context.Context, pk chunk.ID, off, n int64) (io.ReadCloser, error) {
+				rc, err := e.store.ReadPack(ctx, pk, off, n)
+				if err != nil {
+					return nil, err
+				}
+				mu.Lock()
+				first := true
+				for _, r := range reads {
+					if r.pack == pk && off > r.off && off < r.off+r.n {
+						first = false // a resumed read: let it through
+					}
+				}
+				reads = append(reads, read{pk, off, n})
+				mu.Unlock()
+				if !first {
+					return rc, nil
+				}
+				errCut := errors.New("connection reset")
+				return struct {
+					io.Reader
+					io.Closer
+				}{io.MultiReader(io.LimitReader(rc, n/2), iotestErr(errCut)), rc}, nil
+			})
+			engine := puller.New(e.idx.DB, cutOnce, &puller.Options{Concurrency: conc, MaxRunBytes: 64 << 10})
+			path := filepath.Join(e.dir, "out")
+			st, err := engine.Fetch(context.Background(), []puller.File{{Path: path, Recipe: recipe, Digest: digest(content)}}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := os.ReadFile(path); !bytes.Equal(got, content) {
+				t.Fatal("file differs")
+			}
+			resumed := 0
+			for _, r := range reads {
+				for _, q := range reads {
+					if q.pack == r.pack && r.off > q.off && r.off < q.off+q.n {
+						resumed++
+						break
+					}
+				}
+			}
+			if resumed == 0 || int(st.Requests) != len(reads) {
+				t.Fatalf("%d reads, %d resumed mid-run, Requests = %d: want resumed reads counted", len(reads), resumed, st.Requests)
+			}
+		})
+	}
+}

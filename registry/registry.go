@@ -408,8 +408,10 @@ func (r *Registry) syncStore(ctx context.Context) (map[string]time.Time, error) 
 
 // syncBatch is how many index objects a sync fetches before ingesting them
 // in one transaction: a node catching up on a long-lived store pays one
-// commit per batch, and holds at most a batch of decoded objects.
-const syncBatch = 64
+// commit per batch, not per object. A full pack of 4 KiB pages indexes 4096
+// chunks, so a batch is about one index merge's worth (MergeThreshold) of
+// entries held in memory.
+const syncBatch = 16
 
 // fetchIndexObjects reads and decodes the index objects names, up to the
 // registry's concurrency at once. Objects removed since the listing (gc
