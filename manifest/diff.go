@@ -12,22 +12,36 @@ const DiffWindow = 64
 
 // Diff returns ops that turn base into next (Apply reproduces next exactly).
 //
-// It walks both sequences greedily: equal extents become one OpCopy run; at
-// a mismatch it looks for next's extent within the following DiffWindow base
-// extents and, if found, skips to it (a deletion or the old half of a
-// replaced run); otherwise the extent is inserted. A scattered page rewrite
-// thus costs insert+skip, an insertion that shifts content-defined chunks
-// costs only the new chunks, and growth or shrink costs the tail. A realign
-// target must also match the following extent unless it is a data extent:
-// zero extents of equal length recur often and would realign falsely.
+// It walks both sequences greedily, tracking each side's byte offset:
+// equal extents become one OpCopy run. At a mismatch between base extent a
+// and next extent b it looks DiffWindow extents ahead on both sides:
+//
+//   - b recurs a little later in base, followed by what follows b: the base
+//     extents before it were deleted (OpSkip to it);
+//   - a recurs a little later in next, followed by what follows a: b was
+//     inserted (OpInsert);
+//   - neither: the bytes were rewritten in place. Whichever extent ends
+//     first (by offset) is consumed, an OpInsert of b or an OpSkip of a,
+//     until both sides meet at a common boundary again.
+//
+// So a page rewrite costs its new extents, whatever the length of a run of
+// them (a 2 MiB huge page is 512 pages); pages turned zero that merge into
+// one hole cost one extent; an insertion that shifts content-defined chunks
+// costs only the new chunks; growth or shrink costs the tail. A zero extent
+// of equal length, or a page moved from elsewhere, recurs often: a lone
+// match of one, not followed by its neighbour, realigns only where the two
+// offsets have already drifted apart (content shifted).
 func Diff(base, next *Recipe) []Op {
 	a, b := base.Extents, next.Extents
 	var ob opBuilder
 	i, j := 0, 0
+	var offA, offB uint64 // byte offsets of a[i] and b[j]
 	for j < len(b) {
 		if i < len(a) && a[i] == b[j] {
-			n := 1
+			n := 0
 			for i+n < len(a) && j+n < len(b) && a[i+n] == b[j+n] {
+				offA += a[i+n].Length
+				offB += b[j+n].Length
 				n++
 			}
 			ob.add(OpCopy, n)
@@ -35,13 +49,29 @@ func Diff(base, next *Recipe) []Op {
 			j += n
 			continue
 		}
-		if p := realign(a, i, b, j); p > i {
-			ob.add(OpSkip, p-i)
-			i = p
+		if i == len(a) {
+			ob.insert(b[j])
+			offB += b[j].Length
+			j++
 			continue
 		}
-		ob.insert(b[j])
-		j++
+		p, strong := realign(a, i, b, j)
+		inserted := !a[i].Zero && recursStrongly(b, j+1, a, i)
+		switch {
+		case p > i && (strong || (!inserted && offA != offB)):
+			ob.add(OpSkip, p-i)
+			for ; i < p; i++ {
+				offA += a[i].Length
+			}
+		case inserted || offB+b[j].Length <= offA+a[i].Length:
+			ob.insert(b[j])
+			offB += b[j].Length
+			j++
+		default:
+			ob.add(OpSkip, 1)
+			offA += a[i].Length
+			i++
+		}
 	}
 	if i < len(a) {
 		ob.add(OpSkip, len(a)-i)
@@ -50,8 +80,9 @@ func Diff(base, next *Recipe) []Op {
 }
 
 // realign returns the position p in a[i+1 : i+DiffWindow] where b[j]
-// recurs, or i if there is none worth skipping to.
-func realign(a []Extent, i int, b []Extent, j int) int {
+// recurs, and whether the extent after it matches too; i if there is
+// none worth skipping to (a lone zero extent never is).
+func realign(a []Extent, i int, b []Extent, j int) (int, bool) {
 	end := min(len(a), i+DiffWindow)
 	weak := i
 	for p := i + 1; p < end; p++ {
@@ -59,13 +90,24 @@ func realign(a []Extent, i int, b []Extent, j int) int {
 			continue
 		}
 		if p+1 == len(a) || j+1 == len(b) || a[p+1] == b[j+1] {
-			return p
+			return p, true
 		}
 		if weak == i && !b[j].Zero {
 			weak = p
 		}
 	}
-	return weak
+	return weak, false
+}
+
+// recursStrongly reports whether a[i] occurs in b[from : from+DiffWindow]
+// followed by a[i+1] (or at the end of either).
+func recursStrongly(b []Extent, from int, a []Extent, i int) bool {
+	for q := from; q < min(len(b), from+DiffWindow); q++ {
+		if b[q] == a[i] && (q+1 == len(b) || i+1 == len(a) || b[q+1] == a[i+1]) {
+			return true
+		}
+	}
+	return false
 }
 
 // opBuilder appends ops, merging neighbours of the same code.

@@ -183,6 +183,85 @@ func TestDiff_Cost(t *testing.T) {
 	}
 }
 
+// TestDiff_Shapes checks the ops Diff finds for the changes snapshots
+// see, by how many new extents the patch carries: never more than the
+// change, whatever DiffWindow is.
+func TestDiff_Shapes(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	base := pages(rng, 8192, 0.3)
+	fresh := func() uint64 { return rng.Uint64() | 1 }
+	tests := []struct {
+		name      string
+		change    func([]unit) []unit
+		maxInsert int
+	}{
+		{"run of 64 rewritten pages", func(us []unit) []unit {
+			for i := 1000; i < 1064; i++ {
+				us[i].content = fresh()
+			}
+			return us
+		}, 64},
+		{"run of 512 rewritten pages (a 2 MiB huge page)", func(us []unit) []unit {
+			for i := 4096; i < 4608; i++ {
+				us[i].content = fresh()
+			}
+			return us
+		}, 512},
+		{"three runs of 100, 65 and 300", func(us []unit) []unit {
+			for _, r := range [][2]int{{100, 200}, {2000, 2065}, {6000, 6300}} {
+				for i := r[0]; i < r[1]; i++ {
+					us[i].content = fresh()
+				}
+			}
+			return us
+		}, 465},
+		{"run of 200 pages turned zero", func(us []unit) []unit {
+			for i := 3000; i < 3200; i++ {
+				us[i].content = 0
+			}
+			return us
+		}, 1},
+		// A page moved into a hole splits it: the page and two holes.
+		{"pages moved from elsewhere", func(us []unit) []unit {
+			for k := range 40 {
+				us[500+100*k] = us[7000+k]
+			}
+			return us
+		}, 3 * 40},
+		{"insertion shifting the rest", func(us []unit) []unit {
+			ins := make([]unit, 40)
+			for i := range ins {
+				ins[i] = unit{length: 4096 + uint32(i), content: fresh()}
+			}
+			return append(us[:4001:4001], append(ins, us[4001:]...)...)
+		}, 40},
+		{"deletion of 50", func(us []unit) []unit {
+			return append(us[:5001:5001], us[5051:]...)
+		}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, n := recipeOf(base), recipeOf(tt.change(append([]unit(nil), base...)))
+			ops := manifest.Diff(b, n)
+			inserted := 0
+			for _, op := range ops {
+				if op.Code == manifest.OpInsert {
+					inserted += op.N
+				}
+			}
+			if inserted > tt.maxInsert {
+				t.Fatalf("patch inserts %d extents, the change has at most %d", inserted, tt.maxInsert)
+			}
+			roundTrip(t, b, n) // Apply reproduces next
+		})
+	}
+	// A shift by more than DiffWindow extents is beyond what Diff looks
+	// for: the patch is still exact, only large, and Plan then stores the
+	// full recipe instead.
+	shifted := recipeOf(append(append([]unit(nil), base[:4000]...), base[4300:]...))
+	roundTrip(t, recipeOf(base), shifted)
+}
+
 func TestDecode_Errors(t *testing.T) {
 	r := recipeOf([]unit{{4096, 1}, {8192, 0}, {100, 2}})
 	full, err := manifest.EncodeFull(r)
