@@ -12,7 +12,9 @@
 //     coalesced into runs, each run read with one ranged request by a
 //     bounded pool of workers; a worker decodes and writes the run's blocks
 //     as they stream in, so memory stays bounded by concurrency x one block
-//     (plus 1 MiB of write coalescing), not by the run length.
+//     (plus 1 MiB of write coalescing), not by the run length. A body that
+//     breaks or ends early is read again from its first block not yet
+//     written, up to three reads per run.
 //
 // Before it creates anything, the engine checks that the files' data (holes
 // excluded) fits in the free space of their filesystem, less 64 MiB of
