@@ -313,6 +313,7 @@ func newResticRun(ctx context.Context, bin, dir string) (*resticRun, error) {
 }
 
 func (r *resticRun) run(ctx context.Context, args ...string) (Timed, error) {
+	resetPeakRSS()
 	start := time.Now()
 	cmd := exec.CommandContext(ctx, r.bin, args...) //nolint:gosec // r.bin is restic, from PATH or the operator's Config.Restic; args are built here
 	cmd.Env = r.env
@@ -395,12 +396,24 @@ func measure(fn func() error) (Timed, error) {
 	return t, err
 }
 
+// resetPeakRSS makes this process's peak RSS its current (idle) RSS just
+// before it starts a child whose maxrss is measured. Go starts children
+// with vfork: the child runs in this process's memory until exec, and the
+// kernel then counts this process's high-water mark as the child's own
+// (ru_maxrss). Without the reset a restic child would be charged with the
+// benchmark's own earlier peak.
+func resetPeakRSS() {
+	runtime.GC()
+	debug.FreeOSMemory()
+	_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
+}
+
 // rssMethod says how measure gets its memory figure, for the report.
 func rssMethod() string {
 	if runtime.GOOS != "linux" {
 		return "not measured (needs Linux /proc)"
 	}
-	return fmt.Sprintf("in-process peak RSS (VmHWM, reset via /proc/self/clear_refs after debug.FreeOSMemory before each operation; the idle benchmark process is about %s of it); restic: its child process's rusage maxrss",
+	return fmt.Sprintf("in-process peak RSS (VmHWM, reset via /proc/self/clear_refs after debug.FreeOSMemory before each operation; the idle benchmark process is about %s of it); restic: its child process's rusage maxrss, which includes the benchmark process's idle RSS (Go starts children by vfork)",
 		humanBytes(procStatusKB("VmRSS")<<10))
 }
 

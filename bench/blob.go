@@ -215,6 +215,7 @@ func runRestic(ctx context.Context, restic, work, f1, f2, f3 string, res *BlobRe
 	run := func(args ...string) (Timed, error) {
 		dropCaches()
 		before := dirSize(repo)
+		resetPeakRSS()
 		start := time.Now()
 		cmd := exec.CommandContext(ctx, restic, args...) //nolint:gosec // restic is exec.LookPath("restic"); args are built here
 		cmd.Env = env
@@ -364,11 +365,16 @@ type childOutput struct {
 	Digest string  `json:"digest"`
 	Bytes  int64   `json:"bytes"`
 	Secs   float64 `json:"seconds"`
+	// PeakRSSKB is the child's own VmHWM at the end: exact, where the
+	// parent's view (ru_maxrss) also counts the parent's memory at the
+	// time of the vfork.
+	PeakRSSKB int64 `json:"peak_rss_kb,omitempty"`
 }
 
 func runChild(ctx context.Context, exe string, out *childOutput, args ...string) (Timed, error) {
 	cmd := exec.CommandContext(ctx, exe, append([]string{"bench", "child"}, args...)...) //nolint:gosec // exe is our own executable (os.Executable or the caller's BlobConfig.Exe); args are built here
 	cmd.Stderr = os.Stderr
+	resetPeakRSS()
 	data, err := cmd.Output()
 	if err != nil {
 		return Timed{}, fmt.Errorf("%s bench child %s: %w", exe, strings.Join(args, " "), err)
@@ -376,7 +382,11 @@ func runChild(ctx context.Context, exe string, out *childOutput, args ...string)
 	if err := json.Unmarshal(data, out); err != nil {
 		return Timed{}, fmt.Errorf("bench child output %q: %w", data, err)
 	}
-	return Timed{Seconds: out.Secs, Bytes: out.Bytes, MaxRSSKB: maxRSS(cmd)}, nil
+	rss := out.PeakRSSKB
+	if rss == 0 {
+		rss = maxRSS(cmd)
+	}
+	return Timed{Seconds: out.Secs, Bytes: out.Bytes, MaxRSSKB: rss}, nil
 }
 
 // Child runs one measured operation in this process for RunBlob's memory
@@ -411,6 +421,7 @@ func Child(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("bench child: unknown %q", strings.Join(args, " "))
 	}
 	out.Secs = time.Since(start).Seconds()
+	out.PeakRSSKB = procStatusKB("VmHWM")
 	return json.NewEncoder(stdout).Encode(out)
 }
 
