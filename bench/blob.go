@@ -276,11 +276,11 @@ func runRSS(ctx context.Context, cfg BlobConfig, work string, res *BlobResult) e
 	dest := filepath.Join(work, "rss.pulled")
 	defer func() { _ = os.Remove(dest) }()
 	var pull childOutput
-	t, err = runChild(ctx, cfg.Exe, &pull, "pull-blob", store, filepath.Join(work, "rss-cache-pull"), push.Digest, dest)
+	tp, err := runChild(ctx, cfg.Exe, &pull, "pull-blob", store, filepath.Join(work, "rss-cache-pull"), push.Digest, dest)
 	if err != nil {
 		return err
 	}
-	res.RSSPull = &t
+	res.RSSPull = &tp
 	return nil
 }
 
