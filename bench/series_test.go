@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/cocoonstack/epoch-dedup/bench"
-	"github.com/cocoonstack/epoch-dedup/objectstore"
+	"github.com/cocoonstack/epoch-dedup/objectstore/objectstoretest"
 )
 
 // TestRun_Quick runs the quick series configuration against the folder
@@ -30,11 +30,7 @@ func TestRun_Quick(t *testing.T) {
 		Restic: "-",
 		Log:    func(s string) { t.Log(s) },
 	}
-	if os.Getenv("EPOCH_TEST_S3_ENDPOINT") != "" {
-		s3, err := objectstore.ConfigFromEnv("EPOCH_TEST_S3")
-		if err != nil {
-			t.Fatalf("test S3 config: %v", err)
-		}
+	if s3, ok := objectstoretest.S3Config(t); ok {
 		cfg.S3 = s3
 	}
 	rep, err := bench.Run(context.Background(), cfg)
@@ -113,11 +109,7 @@ func TestRun_Default(t *testing.T) {
 	if only := os.Getenv("EPOCH_BENCH_ONLY"); only != "" {
 		cfg.Series.Only = strings.Split(only, ",")
 	}
-	if os.Getenv("EPOCH_TEST_S3_ENDPOINT") != "" {
-		s3, err := objectstore.ConfigFromEnv("EPOCH_TEST_S3")
-		if err != nil {
-			t.Fatalf("test S3 config: %v", err)
-		}
+	if s3, ok := objectstoretest.S3Config(t); ok {
 		cfg.S3 = s3
 	}
 	rep, err := bench.Run(context.Background(), cfg)

@@ -602,46 +602,11 @@ func (r *Registry) copyChunks(ctx context.Context, want map[chunk.ID][]pack.Entr
 	return records, total, nil
 }
 
-// loadRecipeChain is loadRecipe also returning the IDs of the chain's
-// objects, from id down to the full recipe.
+// loadRecipeChain is loadRecipe reading the store itself, never the
+// node's cache, and returning the IDs of the chain's objects, from id down
+// to the full recipe.
 func (r *Registry) loadRecipeChain(ctx context.Context, id chunk.ID) ([]chunk.ID, *manifest.Recipe, error) {
-	var chain []*manifest.Object
-	var ids []chunk.ID
-	cur := id
-	for {
-		if len(chain) > manifest.MaxChainDepth {
-			return nil, nil, fmt.Errorf("%w: recipe %s: patch chain longer than %d", ErrCorruptStore, id, manifest.MaxChainDepth)
-		}
-		data, _, err := r.store.GetBytes(ctx, recipeKey(cur), maxRecipeObject)
-		if err != nil {
-			if errors.Is(err, objectstore.ErrNotFound) {
-				return nil, nil, fmt.Errorf("%w: recipe %s is missing", ErrCorruptStore, cur)
-			}
-			return nil, nil, fmt.Errorf("read recipe %s: %w", cur, err)
-		}
-		if got := chunk.Sum(data); got != cur {
-			return nil, nil, fmt.Errorf("%w: recipe %s: content hashes to %s", ErrCorruptStore, cur, got)
-		}
-		obj, err := manifest.Decode(data)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%w: recipe %s: %w", ErrCorruptStore, cur, err)
-		}
-		chain = append(chain, obj)
-		ids = append(ids, cur)
-		if obj.Kind == manifest.KindFull {
-			break
-		}
-		cur = obj.Base
-	}
-	rec := chain[len(chain)-1].Recipe
-	for i := len(chain) - 2; i >= 0; i-- {
-		next, err := manifest.Apply(rec, chain[i])
-		if err != nil {
-			return nil, nil, fmt.Errorf("%w: recipe %s: %w", ErrCorruptStore, id, err)
-		}
-		rec = next
-	}
-	return ids, rec, nil
+	return r.resolveRecipe(ctx, id, r.storeRecipeBytes)
 }
 
 // gcDeadline marks an error caused by the commit deadline as retryable.

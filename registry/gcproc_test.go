@@ -115,21 +115,7 @@ func gcpChild(raw string) int {
 		fmt.Fprintln(os.Stderr, "child spec:", err)
 		return 2
 	}
-	var (
-		b      objectstore.Backend
-		err    error
-		prefix string
-	)
-	if spec.StoreDir != "" {
-		b, err = objectstore.NewLocalBackend(spec.StoreDir)
-	} else {
-		var cfg *objectstore.Config
-		if cfg, err = objectstore.ConfigFromEnv("EPOCH_TEST_S3"); err == nil {
-			cfg.Prefix = spec.Prefix
-			prefix = cfg.EffectivePrefix()
-			b, err = objectstore.NewBackend(cfg)
-		}
-	}
+	b, prefix, err := childBackend(spec.StoreDir, spec.Prefix)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child store:", err)
 		return 2

@@ -105,6 +105,23 @@ func (k killBackend) Stat(ctx context.Context, key string) (objectstore.ObjectIn
 	return k.Backend.Stat(ctx, key)
 }
 
+// childBackend opens, in a child process, the store a parent test made:
+// the folder storeDir, or the test S3 server under prefix when storeDir is
+// empty. It returns the backend and the prefix to give the client.
+func childBackend(storeDir, prefix string) (objectstore.Backend, string, error) {
+	if storeDir != "" {
+		b, err := objectstore.NewLocalBackend(storeDir)
+		return b, "", err
+	}
+	cfg, err := objectstore.ConfigFromEnv("EPOCH_TEST_S3")
+	if err != nil {
+		return nil, "", err
+	}
+	cfg.Prefix = prefix
+	b, err := objectstore.NewBackend(cfg)
+	return b, cfg.EffectivePrefix(), err
+}
+
 // mpChild runs one spec; it prints "ready" (when gated) and one "ok
 // <name>:<tag> <digest>" line per acknowledged push, and exits 0 on success.
 func mpChild(raw string) int {
@@ -113,21 +130,7 @@ func mpChild(raw string) int {
 		fmt.Fprintln(os.Stderr, "child spec:", err)
 		return 2
 	}
-	var (
-		b      objectstore.Backend
-		err    error
-		prefix string
-	)
-	if spec.StoreDir != "" {
-		b, err = objectstore.NewLocalBackend(spec.StoreDir)
-	} else {
-		var cfg *objectstore.Config
-		if cfg, err = objectstore.ConfigFromEnv("EPOCH_TEST_S3"); err == nil {
-			cfg.Prefix = spec.Prefix
-			prefix = cfg.EffectivePrefix()
-			b, err = objectstore.NewBackend(cfg)
-		}
-	}
+	b, prefix, err := childBackend(spec.StoreDir, spec.Prefix)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child store:", err)
 		return 2

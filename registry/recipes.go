@@ -54,23 +54,36 @@ func (r *Registry) storeRecipe(ctx context.Context, recipe *manifest.Recipe, bas
 }
 
 // loadRecipe reads and verifies a recipe object and resolves its patch
-// chain down to a full recipe.
+// chain down to a full recipe, through the node's recipe cache.
 func (r *Registry) loadRecipe(ctx context.Context, id chunk.ID) (*baseRecipe, error) {
+	ids, rec, err := r.resolveRecipe(ctx, id, r.recipeBytes)
+	if err != nil {
+		return nil, err
+	}
+	return &baseRecipe{id: id, depth: len(ids) - 1, recipe: rec}, nil
+}
+
+// resolveRecipe walks the patch chain of recipe id, reading each object
+// with read (which verifies it), and applies the patches to the full
+// recipe at its end. It returns the chain's IDs, from id down.
+func (r *Registry) resolveRecipe(ctx context.Context, id chunk.ID, read func(context.Context, chunk.ID) ([]byte, error)) ([]chunk.ID, *manifest.Recipe, error) {
 	var chain []*manifest.Object
+	var ids []chunk.ID
 	cur := id
 	for {
 		if len(chain) > manifest.MaxChainDepth {
-			return nil, fmt.Errorf("%w: recipe %s: patch chain longer than %d", ErrCorruptStore, id, manifest.MaxChainDepth)
+			return nil, nil, fmt.Errorf("%w: recipe %s: patch chain longer than %d", ErrCorruptStore, id, manifest.MaxChainDepth)
 		}
-		data, err := r.recipeBytes(ctx, cur)
+		data, err := read(ctx, cur)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		obj, err := manifest.Decode(data)
 		if err != nil {
-			return nil, fmt.Errorf("%w: recipe %s: %w", ErrCorruptStore, cur, err)
+			return nil, nil, fmt.Errorf("%w: recipe %s: %w", ErrCorruptStore, cur, err)
 		}
 		chain = append(chain, obj)
+		ids = append(ids, cur)
 		if obj.Kind == manifest.KindFull {
 			break
 		}
@@ -80,11 +93,11 @@ func (r *Registry) loadRecipe(ctx context.Context, id chunk.ID) (*baseRecipe, er
 	for i := len(chain) - 2; i >= 0; i-- {
 		next, err := manifest.Apply(rec, chain[i])
 		if err != nil {
-			return nil, fmt.Errorf("%w: recipe %s: %w", ErrCorruptStore, id, err)
+			return nil, nil, fmt.Errorf("%w: recipe %s: %w", ErrCorruptStore, id, err)
 		}
 		rec = next
 	}
-	return &baseRecipe{id: id, depth: len(chain) - 1, recipe: rec}, nil
+	return ids, rec, nil
 }
 
 // recipeBytes returns the verified bytes of recipe object id, from the
@@ -100,6 +113,17 @@ func (r *Registry) recipeBytes(ctx context.Context, id chunk.ID) ([]byte, error)
 	if data, err := os.ReadFile(cached); err == nil && chunk.Sum(data) == id {
 		return data, nil
 	}
+	data, err := r.storeRecipeBytes(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	r.cacheRecipe(id, data)
+	return data, nil
+}
+
+// storeRecipeBytes reads recipe object id from the store itself, never
+// the cache (gc must see what the store holds), and verifies its hash.
+func (r *Registry) storeRecipeBytes(ctx context.Context, id chunk.ID) ([]byte, error) {
 	data, _, err := r.store.GetBytes(ctx, recipeKey(id), maxRecipeObject)
 	if err != nil {
 		if errors.Is(err, objectstore.ErrNotFound) {
@@ -110,7 +134,6 @@ func (r *Registry) recipeBytes(ctx context.Context, id chunk.ID) ([]byte, error)
 	if got := chunk.Sum(data); got != id {
 		return nil, fmt.Errorf("%w: recipe %s: content hashes to %s", ErrCorruptStore, id, got)
 	}
-	r.cacheRecipe(id, data)
 	return data, nil
 }
 
