@@ -92,10 +92,10 @@ type Options struct {
 	NoSync bool
 
 	// MergeThreshold is how many pending chunk entries AddPack and Ingest
-	// let accumulate before merging them into the chunk tree in one
-	// transaction. Zero means DefaultMergeThreshold; negative merges on
-	// every call. It also bounds the chunks one AddLocalFile transaction
-	// records (at least 256), for the same reason: memory.
+	// let accumulate before merging them into the chunk tree (see Merge).
+	// Zero means DefaultMergeThreshold; negative merges on
+	// every call. Below 16384 it also bounds the chunks one AddLocalFile
+	// transaction records (at least 256), for the same reason: memory.
 	MergeThreshold int
 }
 
@@ -144,6 +144,9 @@ type DB struct {
 	// durable.
 	mu      sync.RWMutex
 	pending map[chunk.ID]Location
+
+	// mergeMu serialises merges: two would write the same records.
+	mergeMu sync.Mutex
 }
 
 // Open opens or creates the index at path. A file that bbolt cannot open,

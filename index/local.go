@@ -52,8 +52,9 @@ func ValidatorFor(fi os.FileInfo) Validator {
 // first offset of a chunk repeated within the file is kept: one copy
 // source is enough.
 //
-// A large file is recorded in several transactions of MergeThreshold
-// chunks (at least 256), so memory stays bounded: a crash in between leaves the file partly
+// A large file is recorded in several transactions of at most 16384
+// chunks (fewer if MergeThreshold is lower, but at least 256), so memory
+// stays bounded: a crash in between leaves the file partly
 // recorded, which costs nothing (every copy is validated and re-hashed
 // before use). If another AddLocalFile of the same path starts meanwhile,
 // the later one wins and this one stops adding.
@@ -92,7 +93,7 @@ func (db *DB) AddLocalFile(path string, v Validator, chunks []LocalChunk) error 
 		}
 		return tx.Bucket(bucketPaths).Put([]byte(path), noKey)
 	})
-	per := max(db.threshold, 256)
+	per := min(max(db.threshold, 256), localSlice)
 	for len(order) > 0 && err == nil {
 		batch := order[:min(len(order), per)]
 		order = order[len(batch):]
@@ -108,11 +109,17 @@ func (db *DB) AddLocalFile(path string, v Validator, chunks []LocalChunk) error 
 			break
 		}
 	}
+	db.dropResident()
 	if err != nil {
 		return fmt.Errorf("add local file %s: %w", path, err)
 	}
 	return nil
 }
+
+// localSlice bounds the chunks one AddLocalFile transaction records. The
+// chunks are sorted, so a slice is a key range: its transaction holds the
+// leaves of that range only (16384 entries: about 2 MiB of new leaves).
+const localSlice = 16384
 
 // putLocalChunks records chunks[i] for i in order as held by file noKey.
 func putLocalChunks(tx *bolt.Tx, noKey []byte, chunks []LocalChunk, order []int) error {

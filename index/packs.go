@@ -133,56 +133,50 @@ func (db *DB) addPacks(objs []IndexObject) error {
 	return nil
 }
 
-// Merge moves all pending entries into the chunk tree in one transaction.
-// AddPack and Ingest call it when MergeThreshold is reached; call it
-// directly to bound the work a later call will do, e.g. before Close.
+// Merge moves all pending entries into the chunk tree. AddPack and Ingest
+// call it when MergeThreshold is reached; call it directly to bound the
+// work a later call will do, e.g. before Close.
+//
+// The entries are sorted and written in key-range slices, one transaction
+// each (mergeSlice): a transaction holds in memory every leaf it touches,
+// and one transaction for a batch of random ids would touch, and hold, the
+// whole tree. Slices keep each leaf rewritten about once per merge, as one
+// transaction would, with memory bounded by the slice. The packs leave the
+// pending bucket only in the last transaction: after a crash in between,
+// the next merge writes the same entries again (the same key and value).
 func (db *DB) Merge() error {
-	var merged []chunk.ID
-	err := db.bolt.Update(func(tx *bolt.Tx) error {
-		merged = merged[:0]
-		packsB, pendingB, chunks := tx.Bucket(bucketPacks), tx.Bucket(bucketPending), tx.Bucket(bucketChunks)
-		type rec struct{ key, val []byte }
-		total := 0
-		_ = pendingB.ForEach(func(pack, _ []byte) error {
-			total += len(packsB.Get(pack)) / packEntrySize
-			return nil
-		})
-		recs := make([]rec, 0, total)
-		var packIDs [][]byte
-		err := pendingB.ForEach(func(pack, _ []byte) error {
-			v := packsB.Get(pack)
-			if v == nil {
-				return fmt.Errorf("%w: pending pack %x has no record", ErrCorrupt, pack)
-			}
-			body, _, err := decodePackValue(v)
-			if err != nil {
-				return fmt.Errorf("pack %x: %w", pack, err)
-			}
-			packIDs = append(packIDs, bytes.Clone(pack))
-			// bbolt keeps key and value slices until commit: one buffer, no reuse.
-			buf := make([]byte, len(body)/packEntrySize*chunkKeySize)
-			for ; len(body) > 0; body = body[packEntrySize:] {
-				key := buf[:chunkKeySize:chunkKeySize]
-				buf = buf[chunkKeySize:]
-				copy(key, body[:chunk.IDSize])
-				copy(key[chunk.IDSize:], pack)
-				recs = append(recs, rec{key, body[chunk.IDSize:packEntrySize:packEntrySize]})
+	db.mergeMu.Lock()
+	defer db.mergeMu.Unlock()
+	recs, packIDs, treeBytes, err := db.pendingRecords()
+	if err != nil {
+		return fmt.Errorf("merge pending packs: %w", err)
+	}
+	if len(packIDs) == 0 {
+		return nil
+	}
+	per := mergeSlice(len(recs), treeBytes)
+	for rest := recs; len(rest) > 0; {
+		part := rest[:min(len(rest), per)]
+		rest = rest[len(part):]
+		err := db.bolt.Update(func(tx *bolt.Tx) error {
+			chunks := tx.Bucket(bucketChunks)
+			for i := range part {
+				// recs is not touched again before the commit, as bbolt requires.
+				if err := chunks.Put(part[i][:chunkKeySize], part[i][chunkKeySize:]); err != nil {
+					return err
+				}
 			}
 			return nil
 		})
 		if err != nil {
-			return err
+			return fmt.Errorf("merge pending packs: %w", err)
 		}
-		// Sorted inserts fill each leaf once instead of revisiting it.
-		slices.SortFunc(recs, func(a, b rec) int { return bytes.Compare(a.key, b.key) })
-		for _, r := range recs {
-			if err := chunks.Put(r.key, r.val); err != nil {
-				return err
-			}
-			merged = append(merged, chunk.ID(r.key[:chunk.IDSize]))
-		}
+	}
+	db.dropResident()
+	err = db.bolt.Update(func(tx *bolt.Tx) error {
+		pendingB := tx.Bucket(bucketPending)
 		for _, k := range packIDs {
-			if err := pendingB.Delete(k); err != nil {
+			if err := pendingB.Delete(k[:]); err != nil {
 				return err
 			}
 		}
@@ -192,11 +186,68 @@ func (db *DB) Merge() error {
 		return fmt.Errorf("merge pending packs: %w", err)
 	}
 	db.mu.Lock()
-	for _, id := range merged {
-		delete(db.pending, id)
+	for i := range recs {
+		delete(db.pending, chunk.ID(recs[i][:chunk.IDSize]))
 	}
 	db.mu.Unlock()
 	return nil
+}
+
+// mergeRec is one chunk tree record: key (chunk id, pack id), then value.
+type mergeRec [chunkKeySize + chunkValueSize]byte
+
+// pendingRecords returns the chunk tree records of every pending pack,
+// sorted by key (sorted inserts fill each leaf once instead of revisiting
+// it), the packs, and the size of the database file.
+func (db *DB) pendingRecords() (recs []mergeRec, packIDs []chunk.ID, size int64, err error) {
+	err = db.bolt.View(func(tx *bolt.Tx) error {
+		size = tx.Size()
+		packsB, pendingB := tx.Bucket(bucketPacks), tx.Bucket(bucketPending)
+		total := 0
+		_ = pendingB.ForEach(func(pack, _ []byte) error {
+			total += len(packsB.Get(pack)) / packEntrySize
+			return nil
+		})
+		recs = make([]mergeRec, 0, total)
+		return pendingB.ForEach(func(pack, _ []byte) error {
+			v := packsB.Get(pack)
+			if v == nil || len(pack) != chunk.IDSize {
+				return fmt.Errorf("%w: pending pack %x has no record", ErrCorrupt, pack)
+			}
+			body, _, err := decodePackValue(v)
+			if err != nil {
+				return fmt.Errorf("pack %x: %w", pack, err)
+			}
+			packIDs = append(packIDs, chunk.ID(pack))
+			for ; len(body) > 0; body = body[packEntrySize:] {
+				var r mergeRec
+				copy(r[:], body[:chunk.IDSize])
+				copy(r[chunk.IDSize:], pack)
+				copy(r[chunkKeySize:], body[chunk.IDSize:packEntrySize])
+				recs = append(recs, r)
+			}
+			return nil
+		})
+	})
+	slices.SortFunc(recs, func(a, b mergeRec) int { return bytes.Compare(a[:chunkKeySize], b[:chunkKeySize]) })
+	return recs, packIDs, size, err
+}
+
+// mergeSliceBytes is how much of the chunk tree one merge transaction may
+// rewrite, and so hold in memory as dirty pages and nodes.
+const mergeSliceBytes = 8 << 20
+
+// mergeSlice returns how many of n sorted records one merge transaction
+// writes, for a database of size bytes. n sorted random ids spread over
+// the whole tree, so a slice of k of them touches about k/n of its leaves:
+// k = n * budget / size. A slice is never so small that commits dominate,
+// nor so large that its own new leaves overrun the budget.
+func mergeSlice(n int, size int64) int {
+	const lo, hi = 4096, 65536
+	if size <= 0 {
+		return hi
+	}
+	return int(min(hi, max(lo, int64(n)*mergeSliceBytes/size)))
 }
 
 // loadPending rebuilds the in-memory pending map after Open.

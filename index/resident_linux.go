@@ -1,0 +1,27 @@
+package index
+
+import (
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
+)
+
+// dropResident unmaps from this process the pages of the database file it
+// has touched: bulk merges and lookups read every leaf of the chunk tree,
+// and the kernel charges each mapped page to the process's RSS for as long
+// as the mapping lasts (hundreds of MiB for a multi-GiB file). The pages
+// stay in the page cache; the next access maps them again with a minor
+// fault. Done inside a read transaction, which keeps bbolt from remapping
+// the file meanwhile. Failure only means the pages stay mapped.
+//
+// Merge and AddLocalFile call it once they are done; lookups do not:
+// a push of a 4 GiB memory file that dropped the pages after every
+// LookupMany took 44 s instead of 26 s, refaulting them.
+func (db *DB) dropResident() {
+	_ = db.bolt.View(func(tx *bolt.Tx) error {
+		addr, size := tx.DB().Info().Data, tx.Size()
+		if addr != 0 && size > 0 {
+			_, _, _ = unix.Syscall(unix.SYS_MADVISE, addr, uintptr(size), unix.MADV_DONTNEED)
+		}
+		return nil
+	})
+}
