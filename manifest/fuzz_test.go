@@ -119,3 +119,21 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestExtentsCap(t *testing.T) {
+	tests := []struct {
+		count   uint64
+		bodyLen int
+		want    int
+	}{
+		{count: 0, bodyLen: 100, want: 0},
+		{count: 1000, bodyLen: 1000 * 34, want: 1000},        // an honest body: the count
+		{count: MaxExtents, bodyLen: 64, want: 5},            // a hostile count: what the bytes vouch for
+		{count: 1 << 40, bodyLen: 1 << 40, want: MaxExtents}, // never past the format's limit
+	}
+	for _, tt := range tests {
+		if got := extentsCap(tt.count, tt.bodyLen); got != tt.want {
+			t.Errorf("extentsCap(%d, %d) = %d, want %d", tt.count, tt.bodyLen, got, tt.want)
+		}
+	}
+}

@@ -228,8 +228,8 @@ func seal(kind Kind, raw []byte) ([]byte, error) {
 
 // Decode parses a recipe object. It checks the envelope (magic, version,
 // length, CRC-32C) before decompressing, then parses the body as a stream:
-// memory grows with the extents actually present, never with a count the
-// input claims. A full object's recipe is validated; a patch's ops are
+// memory grows with the extents actually present and the object's size,
+// never with a count the input claims alone. A full object's recipe is validated; a patch's ops are
 // checked one by one (Apply checks them against the base).
 func Decode(data []byte) (*Object, error) {
 	kind, rawLen, body, err := openEnvelope(data)
@@ -245,7 +245,7 @@ func Decode(data []byte) (*Object, error) {
 	}
 	defer dec.Close()
 	lr := &io.LimitedReader{R: dec, N: int64(rawLen)}
-	r := &bodyReader{br: bufio.NewReaderSize(lr, 64<<10)}
+	r := &bodyReader{br: bufio.NewReaderSize(lr, 64<<10), bodyLen: len(body)}
 	var obj *Object
 	if kind == KindFull {
 		obj, err = r.full()
@@ -303,8 +303,9 @@ func openEnvelope(data []byte) (kind Kind, rawLen uint32, body []byte, err error
 // bodyReader parses a decompressed body. Errors it returns are wrapped in
 // ErrRecipeCorrupt by Decode.
 type bodyReader struct {
-	br *bufio.Reader
-	id [chunk.IDSize]byte // scratch, so reading an id does not allocate
+	br      *bufio.Reader
+	bodyLen int                // compressed body size, for extentsCap
+	id      [chunk.IDSize]byte // scratch, so reading an id does not allocate
 }
 
 func (r *bodyReader) uvarint(what string) (uint64, error) {
@@ -354,6 +355,17 @@ func initialCap(n uint64) int {
 	return int(min(n, 4096))
 }
 
+// extentsCap is the capacity a full recipe's extents start with. Growing a
+// slice of a million extents by appending cost a pull of a 4 GiB memory
+// file over a second; the count the body declares gives the size at once.
+// It is trusted only as far as the object's own bytes vouch for it: at
+// least every other extent carries a 32-byte id, and ids are hashes, which
+// do not compress. A hostile count therefore costs at most a few times the
+// object's size, memory already spent on reading it.
+func extentsCap(count uint64, bodyLen int) int {
+	return int(min(count, 2*uint64(bodyLen)/chunk.IDSize+1, MaxExtents))
+}
+
 func (r *bodyReader) full() (*Object, error) {
 	size, err := r.bounded("size", MaxSize-1)
 	if err != nil {
@@ -363,7 +375,7 @@ func (r *bodyReader) full() (*Object, error) {
 	if err != nil {
 		return nil, err
 	}
-	rec := &Recipe{Size: int64(size), Extents: make([]Extent, 0, initialCap(count))}
+	rec := &Recipe{Size: int64(size), Extents: make([]Extent, 0, extentsCap(count, r.bodyLen))}
 	var sum uint64
 	for i := uint64(0); i < count; i++ {
 		var e Extent

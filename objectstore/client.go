@@ -238,7 +238,9 @@ func (c *Client) GetBytes(ctx context.Context, key string, limit int64) ([]byte,
 		return nil, ObjectInfo{}, fmt.Errorf("get %s: object is %d bytes, limit %d", key, info.Size, limit)
 	}
 	// Read one byte more than allowed so a size that lied is still caught.
-	buf := bytes.NewBuffer(make([]byte, 0, min(max(info.Size, 0), limit)))
+	// bytes.MinRead spare: ReadFrom grows a full buffer before it sees EOF,
+	// which would copy a 20 MB recipe object into one twice its size.
+	buf := bytes.NewBuffer(make([]byte, 0, min(max(info.Size, 0), limit)+bytes.MinRead))
 	n, err := buf.ReadFrom(io.LimitReader(rc, limit+1))
 	if err != nil {
 		return nil, ObjectInfo{}, fmt.Errorf("get %s: %w", key, err)
