@@ -25,7 +25,8 @@
 // Zero extents are never fetched nor written: the file is created at its
 // full size and they stay holes. Every chunk is verified before it is
 // written, and the whole file is verified against its SHA-256 digest before
-// the caller installs it. The engine writes only to the path it is given;
+// the caller installs it (the digest is computed while the file's fsync
+// runs; its mode is set only once it is verified). The engine writes only to the path it is given;
 // making the result visible (rename into place) is the caller's job, so an
 // interrupted pull never leaves a half-written file where a reader looks.
 //
