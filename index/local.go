@@ -181,21 +181,25 @@ func (db *DB) FindLocal(id chunk.ID) ([]LocalRef, error) {
 }
 
 // FindLocalMany calls fn with the local copies of each of ids (fn is not
-// called for chunks no local file holds), in one read transaction: a pull
-// asks this for every chunk of a multi-GiB file, where a transaction per
-// chunk would cost more than the copying. Sorted ids make the seeks
+// called for chunks no local file holds), in one read transaction per
+// lookupSlice ids (see sliced): a pull asks this for every chunk of a
+// multi-GiB file, where a transaction per chunk would cost more than the
+// copying. Sorted ids make the seeks
 // sequential. The refs slice is reused between calls.
 func (db *DB) FindLocalMany(ids []chunk.ID, fn func(i int, refs []LocalRef) error) error {
-	err := db.bolt.View(func(tx *bolt.Tx) error {
+	type fileInfo struct {
+		path string
+		val  Validator
+	}
+	// File numbers are never reused, so what a number says holds across
+	// the slices' transactions.
+	known := map[uint64]fileInfo{}
+	var refs []LocalRef
+	err := db.sliced(len(ids), func(tx *bolt.Tx, lo, hi int) error {
 		files := tx.Bucket(bucketFiles)
 		c := tx.Bucket(bucketLocal).Cursor()
-		type fileInfo struct {
-			path string
-			val  Validator
-		}
-		known := map[uint64]fileInfo{}
-		var refs []LocalRef
-		for i, id := range ids {
+		for i := lo; i < hi; i++ {
+			id := ids[i]
 			refs = refs[:0]
 			for k, v := c.Seek(id[:]); k != nil && bytes.HasPrefix(k, id[:]); k, v = c.Next() {
 				if len(k) != localKeySize || len(v) != localValueSize {
