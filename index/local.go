@@ -274,13 +274,27 @@ func forgetFile(tx *bolt.Tx, path string) error {
 		return fmt.Errorf("%w: file number of %d bytes for %s", ErrCorrupt, len(noKey), path)
 	}
 	noKey = bytes.Clone(noKey) // bbolt memory is invalid after the deletes below
-	local := tx.Bucket(bucketLocal)
-	c := tx.Bucket(bucketFileChunks).Cursor()
+	local, fileChunks := tx.Bucket(bucketLocal), tx.Bucket(bucketFileChunks)
+	// List first, then delete each key. Deleting under a cursor and seeking
+	// back to the prefix walks every leaf the deletes emptied so far (bbolt
+	// rebalances only at commit): quadratic, 0.66 s of a 1.5 s warm pull of
+	// a 256 MiB memory file (45875 chunks), minutes at 4 GiB.
+	var ids []chunk.ID
+	c := fileChunks.Cursor()
+	for k, _ := c.Seek(noKey); k != nil && bytes.HasPrefix(k, noKey); k, _ = c.Next() {
+		if len(k) != fileChunkKeyLen {
+			return fmt.Errorf("%w: file chunk key of %d bytes", ErrCorrupt, len(k))
+		}
+		ids = append(ids, chunk.ID(k[fileNoSize:]))
+	}
 	var lk [localKeySize]byte
+	var fk [fileChunkKeyLen]byte
 	copy(lk[chunk.IDSize:], noKey)
-	for k, _ := c.Seek(noKey); k != nil && bytes.HasPrefix(k, noKey); k, _ = c.Seek(noKey) {
-		copy(lk[:], k[fileNoSize:])
-		if err := c.Delete(); err != nil {
+	copy(fk[:], noKey)
+	for _, id := range ids {
+		copy(lk[:], id[:])
+		copy(fk[fileNoSize:], id[:])
+		if err := fileChunks.Delete(fk[:]); err != nil {
 			return err
 		}
 		if err := local.Delete(lk[:]); err != nil {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -400,35 +401,56 @@ func (f *fetch) copyLocal(ctx context.Context) ([]chunk.ID, error) {
 		return nil, err
 	}
 
-	order := make([]int32, 0, len(f.targets))
+	order := make([]copyItem, 0, len(f.targets))
 	k := 0 // ids and targets are both sorted by id: walk them together
 	for i, t := range f.targets {
 		for ids[k] != t.id {
 			k++
 		}
 		if src[k] != noSource {
-			order = append(order, int32(i))
+			order = append(order, copyItem{t: int32(i), k: int32(k)})
 		}
 	}
-	slices.SortFunc(order, func(a, b int32) int {
-		ta, tb := &f.targets[a], &f.targets[b]
+	slices.SortFunc(order, func(a, b copyItem) int {
+		ta, tb := &f.targets[a.t], &f.targets[b.t]
 		if ta.file != tb.file {
 			return int(ta.file) - int(tb.file)
 		}
 		return cmp.Compare(ta.offset, tb.offset)
 	})
 
-	cp := localCopier{f: f, sources: sources, ids: ids, src: src, srcOff: srcOff}
-	for _, ti := range order {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		if err := cp.add(&f.targets[ti]); err != nil {
+	// Reading, hashing and writing a multi-GiB file's worth of local chunks
+	// is most of a warm pull: split it into contiguous parts, one copier
+	// each, so the hashing uses every core. A part boundary costs at most
+	// one more read and write.
+	workers := max(1, min(f.e.opts.Concurrency, runtime.GOMAXPROCS(0), len(order)/copyPartMin))
+	copiers := make([]localCopier, workers)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range copiers {
+		part := order[len(order)*w/workers : len(order)*(w+1)/workers]
+		cp := &copiers[w]
+		*cp = localCopier{f: f, sources: sources, src: src, srcOff: srcOff}
+		wg.Go(func() {
+			for _, it := range part {
+				if errs[w] = ctx.Err(); errs[w] != nil {
+					return
+				}
+				if errs[w] = cp.add(it); errs[w] != nil {
+					return
+				}
+			}
+			errs[w] = cp.flush()
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
 			return nil, err
 		}
 	}
-	if err := cp.flush(); err != nil {
-		return nil, err
+	for _, cp := range copiers {
+		f.stats.ReusedBytes += cp.reused
 	}
 	remaining := ids[:0:0]
 	for k, id := range ids {
@@ -449,16 +471,25 @@ const (
 	badSource = -2 // the local copy did not hash to the chunk's ID
 )
 
+// copyItem is a target (an index into fetch.targets) with its chunk (an
+// index into the unique ids).
+type copyItem struct{ t, k int32 }
+
+// copyPartMin is the fewest targets worth a copier of their own.
+const copyPartMin = 4096
+
 // localCopier gathers targets whose local sources and destinations are
-// both contiguous into one read and one write.
+// both contiguous into one read and one write. Several copiers run at
+// once on disjoint targets; src is shared, and a chunk that appears at
+// several places can be marked bad by two of them, hence the atomics.
 type localCopier struct {
 	f       *fetch
 	sources *localSources
-	ids     []chunk.ID
 	src     []int32
 	srcOff  []int64
+	reused  int64 // bytes written, summed into stats by copyLocal
 
-	run     []*target
+	run     []copyItem
 	runSrc  int32
 	srcEnd  int64
 	dstEnd  int64
@@ -466,27 +497,27 @@ type localCopier struct {
 	buf     []byte
 }
 
-func (c *localCopier) key(t *target) int {
-	k, _ := slices.BinarySearchFunc(c.ids, t.id, compareID)
-	return k
-}
+func (c *localCopier) source(k int32) int32 { return atomic.LoadInt32(&c.src[k]) }
 
-func (c *localCopier) add(t *target) error {
-	k := c.key(t)
-	if c.src[k] < 0 {
+func (c *localCopier) markBad(k int32) { atomic.StoreInt32(&c.src[k], badSource) }
+
+func (c *localCopier) add(it copyItem) error {
+	t := &c.f.targets[it.t]
+	src := c.source(it.k)
+	if src < 0 {
 		return nil // its copy failed earlier in this pull
 	}
-	if len(c.run) > 0 && (c.src[k] != c.runSrc || c.srcOff[k] != c.srcEnd ||
-		t.file != c.run[0].file || t.offset != c.dstEnd || c.runSize+int(t.length) > coalesceMax) {
+	if len(c.run) > 0 && (src != c.runSrc || c.srcOff[it.k] != c.srcEnd ||
+		t.file != c.f.targets[c.run[0].t].file || t.offset != c.dstEnd || c.runSize+int(t.length) > coalesceMax) {
 		if err := c.flush(); err != nil {
 			return err
 		}
 	}
 	if len(c.run) == 0 {
-		c.runSrc = c.src[k]
+		c.runSrc = src
 	}
-	c.run = append(c.run, t)
-	c.srcEnd = c.srcOff[k] + int64(t.length)
+	c.run = append(c.run, it)
+	c.srcEnd = c.srcOff[it.k] + int64(t.length)
 	c.dstEnd = t.offset + int64(t.length)
 	c.runSize += int(t.length)
 	return nil
@@ -499,22 +530,23 @@ func (c *localCopier) flush() error {
 		return nil
 	}
 	defer func() { c.run, c.runSize = c.run[:0], 0 }()
-	first := c.run[0]
-	start := c.srcOff[c.key(first)]
+	first := &c.f.targets[c.run[0].t]
+	start := c.srcOff[c.run[0].k]
 	c.buf = slices.Grow(c.buf[:0], c.runSize)[:c.runSize]
 	fh := c.sources.files[c.runSrc]
 	if n, err := fh.ReadAt(c.buf, start); err != nil || n != len(c.buf) {
 		// The file shrank or vanished since it was indexed: download.
-		for _, t := range c.run {
-			c.src[c.key(t)] = badSource
+		for _, it := range c.run {
+			c.markBad(it.k)
 		}
 		return nil
 	}
 	good := true
 	var off int
-	for _, t := range c.run {
+	for _, it := range c.run {
+		t := &c.f.targets[it.t]
 		if chunk.Sum(c.buf[off:off+int(t.length)]) != t.id {
-			c.src[c.key(t)] = badSource
+			c.markBad(it.k)
 			good = false
 		}
 		off += int(t.length)
@@ -524,20 +556,21 @@ func (c *localCopier) flush() error {
 		if _, err := dst.WriteAt(c.buf, first.offset); err != nil {
 			return fmt.Errorf("write %s: %w", dst.Name(), err)
 		}
-		c.f.stats.ReusedBytes += int64(len(c.buf))
+		c.reused += int64(len(c.buf))
 		return nil
 	}
 	off = 0
-	for _, t := range c.run {
+	for _, it := range c.run {
+		t := &c.f.targets[it.t]
 		data := c.buf[off : off+int(t.length)]
 		off += int(t.length)
-		if c.src[c.key(t)] < 0 {
+		if c.source(it.k) < 0 {
 			continue
 		}
 		if _, err := dst.WriteAt(data, t.offset); err != nil {
 			return fmt.Errorf("write %s: %w", dst.Name(), err)
 		}
-		c.f.stats.ReusedBytes += int64(len(data))
+		c.reused += int64(len(data))
 	}
 	return nil
 }

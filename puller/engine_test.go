@@ -840,3 +840,40 @@ func TestFetch_CutBodyResumed(t *testing.T) {
 		})
 	}
 }
+
+// TestFetch_LocalCopyParallel copies enough local chunks for several
+// copiers, with bad local copies in each copier's part and a chunk written
+// at both ends of the file: every bad chunk is downloaded, every place of
+// it written, the rest copied.
+func TestFetch_LocalCopyParallel(t *testing.T) {
+	const n = 10000
+	l := pages(30, n, 256, false)
+	var (
+		parts       []part
+		localChunks []index.LocalChunk
+	)
+	for i, p := range l {
+		parts = append(parts, data(p))
+		localChunks = append(localChunks, index.LocalChunk{ID: chunk.Sum(p), Offset: int64(i) * 256, Length: 256})
+	}
+	_, local := build(parts...)
+	bad := []int{0, 17, n / 2, n/2 + 1, n - 3}
+	corrupt := bytes.Clone(local)
+	for _, i := range bad {
+		corrupt[i*256+9] ^= 0xFF
+	}
+
+	e := newEnv(t)
+	e.addPack(l)
+	e.addLocal("base", corrupt, localChunks)
+	recipe, content := build(append(parts, data(l[0]), data(l[n/2]))...)
+	path := filepath.Join(e.dir, "out")
+	st, err := e.engine(&puller.Options{Concurrency: 4}).Fetch(context.Background(), []puller.File{{Path: path, Recipe: recipe, Digest: digest(content)}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustEqualFile(t, path, content)
+	if st.LocalChunks != n-int64(len(bad)) || st.RemoteChunks != int64(len(bad)) {
+		t.Errorf("LocalChunks = %d, RemoteChunks = %d, want %d and %d", st.LocalChunks, st.RemoteChunks, n-len(bad), len(bad))
+	}
+}
