@@ -54,8 +54,8 @@ func ValidatorFor(fi os.FileInfo) Validator {
 //
 // A large file is recorded in several transactions of at most 16384
 // chunks (fewer if MergeThreshold is lower, but at least 256), so memory
-// stays bounded: a crash in between leaves the file partly
-// recorded, which costs nothing (every copy is validated and re-hashed
+// stays bounded: a crash in between leaves the file partly recorded, which
+// costs nothing (every copy is validated and re-hashed
 // before use). If another AddLocalFile of the same path starts meanwhile,
 // the later one wins and this one stops adding.
 func (db *DB) AddLocalFile(path string, v Validator, chunks []LocalChunk) error {
@@ -184,8 +184,8 @@ func (db *DB) FindLocal(id chunk.ID) ([]LocalRef, error) {
 // called for chunks no local file holds), in one read transaction per
 // lookupSlice ids (see sliced): a pull asks this for every chunk of a
 // multi-GiB file, where a transaction per chunk would cost more than the
-// copying. Sorted ids make the seeks
-// sequential. The refs slice is reused between calls.
+// copying. Sorted ids make the seeks sequential. The refs slice is reused
+// between calls.
 func (db *DB) FindLocalMany(ids []chunk.ID, fn func(i int, refs []LocalRef) error) error {
 	type fileInfo struct {
 		path string

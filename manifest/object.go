@@ -229,8 +229,9 @@ func seal(kind Kind, raw []byte) ([]byte, error) {
 // Decode parses a recipe object. It checks the envelope (magic, version,
 // length, CRC-32C) before decompressing, then parses the body as a stream:
 // memory grows with the extents actually present and the object's size,
-// never with a count the input claims alone. A full object's recipe is validated; a patch's ops are
-// checked one by one (Apply checks them against the base).
+// never with a count the input claims alone. A full object's recipe is
+// validated; a patch's ops are checked one by one (Apply checks them
+// against the base).
 func Decode(data []byte) (*Object, error) {
 	kind, rawLen, body, err := openEnvelope(data)
 	if err != nil {

@@ -589,10 +589,9 @@ type located struct {
 }
 
 // download reads the remaining chunks from the store. Their locations are
-// looked up in one transaction and sorted by pack, then block: pack order
-// then offset order keeps reads sequential per object. A producer turns one
-// pack at a time into coalesced runs while the workers read, so only the
-// packs in flight have their entries built.
+// looked up and grouped by pack; a producer turns one pack at a time into
+// coalesced runs in offset order (reads sequential per object) while the
+// workers read, so only the packs in flight have their entries built.
 func (f *fetch) download(ctx context.Context, ids []chunk.ID) error {
 	if len(ids) == 0 {
 		return nil
@@ -633,25 +632,8 @@ func (f *fetch) download(ctx context.Context, ids []chunk.ID) error {
 		return missing
 	}
 	f.stats.RemoteChunks = int64(len(ids))
-	// Number the packs in id order, then sort the chunks by pack and block.
-	order := make([]int32, len(packs))
-	for i := range order {
-		order[i] = int32(i)
-	}
-	slices.SortFunc(order, func(a, b int32) int { return compareID(packs[a], packs[b]) })
-	rank := make([]int32, len(packs))
-	for r, p := range order {
-		rank[p] = int32(r)
-	}
-	slices.SortFunc(recs, func(a, b located) int {
-		if c := cmp.Compare(rank[a.pack], rank[b.pack]); c != 0 {
-			return c
-		}
-		if c := compareU64(a.blockOffset, b.blockOffset); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.offset, b.offset)
-	})
+	// Group by pack; PlanRuns orders each pack's chunks by offset.
+	slices.SortFunc(recs, func(a, b located) int { return cmp.Compare(a.pack, b.pack) })
 
 	type job struct {
 		pack chunk.ID
@@ -957,14 +939,4 @@ func splitRuns(runs []pack.Run, limit uint64) []pack.Run {
 
 func compareID(a, b chunk.ID) int {
 	return bytes.Compare(a[:], b[:])
-}
-
-func compareU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

@@ -466,10 +466,7 @@ func TestFetch_Faults(t *testing.T) {
 				// one of several concurrent workers.
 				p := pages(50, 64, 4096, tt.compressible)
 				e.addPack(p, pack.WithBlockSize(16<<10))
-				parts := []part{zeros(4096)}
-				for _, c := range p {
-					parts = append(parts, data(c))
-				}
+				parts := append([]part{zeros(4096)}, dataParts(p)...)
 				var absent []byte
 				if tt.missing {
 					absent = page(51, 4096, false)
@@ -703,11 +700,7 @@ func TestFetch_Canceled(t *testing.T) {
 	e := newEnv(t)
 	p := pages(90, 32, 4096, false)
 	e.addPack(p, pack.WithBlockSize(4<<10))
-	var parts []part
-	for _, c := range p {
-		parts = append(parts, data(c))
-	}
-	recipe, content := build(parts...)
+	recipe, content := build(dataParts(p)...)
 	ctx, cancel := context.WithCancel(context.Background())
 	// Cancel as the first read is sent: the rest must not be requested.
 	var calls int
@@ -782,11 +775,7 @@ func TestFetch_CutBodyResumed(t *testing.T) {
 			e := newEnv(t)
 			p := pages(60, 64, 4096, true)
 			e.addPack(p, pack.WithBlockSize(16<<10))
-			var parts []part
-			for _, c := range p {
-				parts = append(parts, data(c))
-			}
-			recipe, content := build(parts...)
+			recipe, content := build(dataParts(p)...)
 			var mu sync.Mutex
 			type read struct {
 				pack   chunk.ID
@@ -848,12 +837,9 @@ func TestFetch_CutBodyResumed(t *testing.T) {
 func TestFetch_LocalCopyParallel(t *testing.T) {
 	const n = 10000
 	l := pages(30, n, 256, false)
-	var (
-		parts       []part
-		localChunks []index.LocalChunk
-	)
+	parts := dataParts(l)
+	var localChunks []index.LocalChunk
 	for i, p := range l {
-		parts = append(parts, data(p))
 		localChunks = append(localChunks, index.LocalChunk{ID: chunk.Sum(p), Offset: int64(i) * 256, Length: 256})
 	}
 	_, local := build(parts...)

@@ -201,6 +201,15 @@ type part struct {
 func data(b []byte) part  { return part{data: b} }
 func zeros(n uint64) part { return part{zero: n} }
 
+// dataParts returns one data part per chunk, in order.
+func dataParts(chunks [][]byte) []part {
+	parts := make([]part, len(chunks))
+	for i, c := range chunks {
+		parts[i] = data(c)
+	}
+	return parts
+}
+
 // build returns the recipe of parts and the bytes it stands for.
 func build(parts ...part) (*manifest.Recipe, []byte) {
 	r := &manifest.Recipe{}
