@@ -152,7 +152,7 @@ func RunBlob(ctx context.Context, cfg BlobConfig) (*BlobResult, error) {
 		path string
 		out  *Timed
 	}{{"first push", f1, &res.FirstPush}, {"second version", f2, &res.SecondPush}, {"same content, new file", f3, &res.RePush}} {
-		dropCaches()
+		settle()
 		cfg.Log("epoch-dedup push: " + step.name)
 		start := time.Now()
 		_, st, err := reg.PushBlobStats(ctx, step.path, nil)
@@ -213,7 +213,7 @@ func runRestic(ctx context.Context, restic, work, f1, f2, f3 string, res *BlobRe
 	repo := filepath.Join(work, "restic-repo")
 	env := append(os.Environ(), "RESTIC_REPOSITORY="+repo, "RESTIC_PASSWORD=bench", "RESTIC_CACHE_DIR="+filepath.Join(work, "restic-cache"))
 	run := func(args ...string) (Timed, error) {
-		dropCaches()
+		settle()
 		before := dirSize(repo)
 		resetPeakRSS()
 		start := time.Now()
@@ -446,9 +446,12 @@ func dirSize(dir string) int64 {
 	return total
 }
 
-// dropCaches is a no-op placeholder: the page cache holds the inputs for
-// every tool alike, so comparisons stay fair without root-only cache drops.
-func dropCaches() {}
+// settle writes back every dirty page before a timed step, so no tool pays
+// for the writeback of files an earlier step generated or stored (the
+// first push used to start while 3 GiB of generated input was still being
+// written out). The page cache itself is left alone: it holds the inputs
+// for every tool alike, and dropping it needs root.
+func settle() { syscall.Sync() }
 
 func lastLine(b []byte) string {
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")

@@ -24,6 +24,23 @@ func Sum(data []byte) ID {
 	return ID(blake3.Sum256(data))
 }
 
+// Hasher computes an ID over bytes written in pieces: Sum of their
+// concatenation.
+type Hasher struct{ h *blake3.Hasher }
+
+// NewHasher returns an empty Hasher.
+func NewHasher() *Hasher { return &Hasher{h: blake3.New()} }
+
+// Write adds p; it never fails.
+func (h *Hasher) Write(p []byte) (int, error) { return h.h.Write(p) }
+
+// Sum returns the ID of everything written so far.
+func (h *Hasher) Sum() ID {
+	var id ID
+	h.h.Sum(id[:0])
+	return id
+}
+
 // ParseID parses the 64-character lowercase hex form returned by ID.String.
 func ParseID(s string) (ID, error) {
 	var id ID

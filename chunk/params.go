@@ -101,6 +101,34 @@ func ParamsFor(filename string, pol chunker.Pol) Params {
 	return SmallCDC(pol)
 }
 
+// maxExtentsHint caps ExtentsHint: two million extents, a 96 MiB recipe,
+// is an 8 GiB memory file; larger files grow their recipe by appending.
+const maxExtentsHint = 1 << 21
+
+// ExtentsHint returns a capacity for the recipe of a file whose data lies
+// in regions: for Fixed an upper bound (each chunk is one extent, zero
+// chunks next to each other merge, and each region may follow a hole), for
+// CDC the expected count. Growing a million-extent recipe by appending
+// copies and faults in about five times its size; pushing a 1 GiB memory
+// file spent 7 % of its CPU doing so.
+func (p Params) ExtentsHint(regions []Region) int {
+	size := p.Size
+	if p.Method == CDC {
+		size = p.Avg
+	}
+	if size <= 0 {
+		return 0
+	}
+	n := int64(1)
+	for _, r := range regions {
+		n += 1 + (r.Length+int64(size)-1)/int64(size)
+		if n >= maxExtentsHint {
+			return maxExtentsHint
+		}
+	}
+	return int(n)
+}
+
 // Validate reports whether the splitter can use p.
 func (p Params) Validate() error {
 	switch p.Method {

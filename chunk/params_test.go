@@ -168,3 +168,29 @@ func FuzzParseID(f *testing.F) {
 		}
 	})
 }
+
+func TestExtentsHint(t *testing.T) {
+	cdc := SmallCDC(chunker.Pol(0x3DA3358B4DC173))
+	tests := []struct {
+		name    string
+		p       Params
+		regions []Region
+		want    int
+	}{
+		{"empty file", FixedPage(), nil, 1},
+		{"one page", FixedPage(), []Region{{0, 4096}}, 3},
+		{"partial page", FixedPage(), []Region{{0, 100}}, 3},
+		{"two regions", FixedPage(), []Region{{0, 8192}, {1 << 20, 4096}}, 6},
+		{"1 GiB dense", FixedPage(), []Region{{0, 1 << 30}}, 2 + 1<<18},
+		{"capped", FixedPage(), []Region{{0, 1 << 40}}, maxExtentsHint},
+		{"cdc expected count", cdc, []Region{{0, 64 << 20}}, 2 + 1024},
+		{"invalid params", Params{}, []Region{{0, 4096}}, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.p.ExtentsHint(tc.regions); got != tc.want {
+				t.Errorf("ExtentsHint = %d, want %d", got, tc.want)
+			}
+		})
+	}
+}

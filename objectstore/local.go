@@ -159,7 +159,17 @@ func (l *localBackend) writeTemp(ctx context.Context, dir, base string, body io.
 		_ = os.Remove(name)
 		return "", nil, err
 	}
-	n, err := io.Copy(f, &ctxReader{ctx: ctx, r: io.LimitReader(body, size+1)})
+	var src io.Reader = &ctxReader{ctx: ctx, r: io.LimitReader(body, size+1)}
+	if bf, ok := body.(*os.File); ok {
+		// File to file: io.Copy then lets the kernel copy (copy_file_range)
+		// instead of reading into and writing from user memory. It cannot
+		// be cancelled midway, which a spooled pack does not need.
+		if err := ctx.Err(); err != nil {
+			return fail(err)
+		}
+		src = io.LimitReader(bf, size+1)
+	}
+	n, err := io.Copy(f, src)
 	switch {
 	case err != nil:
 		return fail(err)

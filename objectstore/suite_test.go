@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -38,6 +39,7 @@ func TestSuite(t *testing.T) {
 		{"LargeObject", testLargeObject},
 		{"LargeCreateOnly", testLargeCreateOnly},
 		{"Stats", testStats},
+		{"FileBody", testFileBody},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -482,4 +484,35 @@ func TestStoresS3(t *testing.T) {
 	}
 	c := objectstoretest.S3(t)
 	t.Log(c)
+}
+
+// testFileBody: a body that is a file (a spooled pack) is stored from its
+// start whatever its offset; a file shorter than size is refused and stores
+// nothing.
+func testFileBody(t *testing.T, c *objectstore.Client) {
+	ctx := t.Context()
+	data := randomBytes(t, 17<<20+5)
+	f, err := os.CreateTemp(t.TempDir(), "body-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = f.Close() }()
+	if _, err := f.Write(data); err != nil { // leaves the offset at the end
+		t.Fatal(err)
+	}
+	opts := objectstore.PutOptions{IfNoneMatch: true}
+	if _, err := c.Put(ctx, "file/whole", f, int64(len(data)), opts); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := c.GetBytes(ctx, "file/whole", int64(len(data)))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("file body round trip: %d bytes, %v", len(got), err)
+	}
+	size := int64(len(data)) + 1
+	if _, err := c.Put(ctx, "file/short", f, size, opts); err == nil {
+		t.Errorf("file of %d bytes stored as %d", len(data), size)
+	}
+	if _, err := c.Stat(ctx, "file/short"); !errors.Is(err, objectstore.ErrNotFound) {
+		t.Errorf("refused put left an object: %v", err)
+	}
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -222,6 +224,86 @@ func TestWriter_Errors(t *testing.T) {
 	}
 	if _, _, err := w.Finish(); err == nil {
 		t.Error("second Finish accepted")
+	}
+}
+
+// TestWithOutput streams packs of every shape and checks each is the
+// in-memory writer's pack, byte for byte, with the same entries.
+func TestWithOutput(t *testing.T) {
+	page := func(*rand.Rand) int { return 4096 }
+	varied := func(r *rand.Rand) int { return 1 + r.IntN(300<<10) }
+	for _, tc := range []struct {
+		name   string
+		chunks []testChunk
+	}{
+		{"empty", nil},
+		{"one", makeChunks(1, 1, page, true)},
+		{"pages", makeChunks(2, 300, page, true)},
+		{"random", makeChunks(3, 100, page, false)},
+		{"varied", makeChunks(4, 40, varied, true)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			want, wantEntries := buildPack(t, tc.chunks)
+			var out bytes.Buffer
+			w, err := NewWriter(WithOutput(&out))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range tc.chunks {
+				if err := w.Add(c.id, c.data); err != nil {
+					t.Fatal(err)
+				}
+				if w.Size() < int64(out.Len()) {
+					t.Fatalf("Size %d below the %d bytes written", w.Size(), out.Len())
+				}
+			}
+			p, entries, err := w.Finish()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p != nil {
+				t.Errorf("Finish returned %d bytes with WithOutput", len(p))
+			}
+			if !bytes.Equal(out.Bytes(), want) {
+				t.Fatalf("streamed pack (%d bytes) differs from the in-memory one (%d)", out.Len(), len(want))
+			}
+			if !slices.Equal(entries, wantEntries) {
+				t.Error("entries differ")
+			}
+		})
+	}
+}
+
+type failingWriter struct{ after int }
+
+func (f *failingWriter) Write(p []byte) (int, error) {
+	if f.after <= 0 {
+		return 0, errors.New("disk full")
+	}
+	f.after--
+	return len(p), nil
+}
+
+func TestWithOutput_WriteError(t *testing.T) {
+	if _, err := NewWriter(WithOutput(nil)); err == nil {
+		t.Error("nil output accepted")
+	}
+	chunks := makeChunks(5, 100, func(*rand.Rand) int { return 4096 }, false)
+	w, err := NewWriter(WithOutput(&failingWriter{after: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var addErr error
+	for _, c := range chunks {
+		if addErr = w.Add(c.id, c.data); addErr != nil {
+			break
+		}
+	}
+	if addErr == nil || !strings.Contains(addErr.Error(), "disk full") {
+		t.Errorf("Add after a failed write: %v, want the write error", addErr)
+	}
+	if _, _, err := w.Finish(); err == nil || !strings.Contains(err.Error(), "disk full") {
+		t.Errorf("Finish after a failed write: %v, want the write error", err)
 	}
 }
 

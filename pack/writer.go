@@ -3,6 +3,7 @@ package pack
 import (
 	"errors"
 	"fmt"
+	"io"
 	"runtime"
 	"slices"
 
@@ -31,6 +32,7 @@ type options struct {
 	enc       *zstd.Encoder
 	sizeHint  int
 	buf       []byte
+	out       io.Writer
 }
 
 // WithBlockSize sets the raw bytes a block collects before it is compressed
@@ -93,6 +95,22 @@ func WithBuffer(buf []byte) Option {
 	}
 }
 
+// WithOutput makes the writer stream the pack to out: each block is written
+// when it closes, so the writer holds only the open block and the table,
+// not the pack. Finish then returns no bytes, only the entries; the caller
+// owns out (a pusher spools packs to a file this way, so a push holds
+// kilobytes per pack in flight instead of megabytes). A write error is
+// returned by the next Add or by Finish.
+func WithOutput(out io.Writer) Option {
+	return func(o *options) error {
+		if out == nil {
+			return errors.New("nil pack output")
+		}
+		o.out = out
+		return nil
+	}
+}
+
 // encoderWindow is the zstd window of pack blocks. A block is a few
 // chunks, DefaultBlockSize and up, so a larger window finds nothing more;
 // the default (8 MiB) costs twice that in history per encoder state, and
@@ -117,7 +135,8 @@ func NewEncoder(level zstd.EncoderLevel) (*zstd.Encoder, error) {
 	return enc, nil
 }
 
-// Writer builds one pack in memory. It is not safe for concurrent use.
+// Writer builds one pack, in memory or, with WithOutput, streamed to a
+// writer block by block. It is not safe for concurrent use.
 type Writer struct {
 	enc       *zstd.Encoder
 	ownEnc    bool
@@ -134,6 +153,12 @@ type Writer struct {
 	blocks     []int   // per closed block: number of chunks
 	scratch    []byte
 	done       bool
+
+	// With WithOutput, buf holds only what was not yet written to out:
+	// the header before the first block closes, then the open block.
+	out     io.Writer
+	flushed int64 // bytes written to out; offsets in buf start here
+	err     error // first write error
 }
 
 // NewWriter returns a writer for a new pack.
@@ -155,9 +180,13 @@ func NewWriter(opts ...Option) (*Writer, error) {
 		}
 		w.enc, w.ownEnc = enc, true
 	}
-	w.buf = o.buf
+	w.buf, w.out = o.buf, o.out
 	if w.buf == nil {
-		w.buf = make([]byte, 0, max(o.sizeHint, HeaderSize))
+		hint := o.sizeHint
+		if w.out != nil {
+			hint = w.blockSize + w.blockSize/8 + HeaderSize
+		}
+		w.buf = make([]byte, 0, max(hint, HeaderSize))
 	}
 	w.buf = append(w.buf, Magic...)
 	w.buf = append(w.buf, Version)
@@ -170,6 +199,9 @@ func NewWriter(opts ...Option) (*Writer, error) {
 func (w *Writer) Add(id chunk.ID, data []byte) error {
 	if w.done {
 		return fmt.Errorf("add chunk %s: pack already finished", id)
+	}
+	if w.err != nil {
+		return fmt.Errorf("add chunk %s: %w", id, w.err)
 	}
 	if len(data) == 0 || len(data) > MaxChunkSize {
 		return fmt.Errorf("add chunk %s: length %d not in 1..%d", id, len(data), MaxChunkSize)
@@ -199,7 +231,7 @@ func (w *Writer) pendingLen() int {
 
 // Size returns the pack bytes so far, the open block counted raw; the
 // finished pack adds its table and footer (about 40 bytes per chunk).
-func (w *Writer) Size() int64 { return int64(len(w.buf)) }
+func (w *Writer) Size() int64 { return w.flushed + int64(len(w.buf)) }
 
 // Count returns the number of chunks added.
 func (w *Writer) Count() int { return len(w.entries) }
@@ -217,18 +249,33 @@ func (w *Writer) closeBlock() {
 		w.buf[w.blockStart] = blockZstd
 		w.buf = append(w.buf[:w.blockStart+1], w.scratch...)
 	}
-	off := uint64(w.blockStart)
-	stored := uint32(uint64(len(w.buf)) - off)
+	off := uint64(w.flushed) + uint64(w.blockStart)
+	stored := uint32(len(w.buf) - w.blockStart)
 	for i := w.open; i < len(w.entries); i++ {
 		w.entries[i].BlockOffset, w.entries[i].BlockLength = off, stored
 	}
 	w.blocks = append(w.blocks, len(w.entries)-w.open)
 	w.open = len(w.entries)
 	w.blockStart = -1
+	w.flush()
+}
+
+// flush writes buf to out in streaming mode.
+func (w *Writer) flush() {
+	if w.out == nil || w.err != nil || len(w.buf) == 0 {
+		return
+	}
+	if _, err := w.out.Write(w.buf); err != nil {
+		w.err = fmt.Errorf("write pack: %w", err)
+		return
+	}
+	w.flushed += int64(len(w.buf))
+	w.buf = w.buf[:0]
 }
 
 // Finish closes the last block, appends table and footer, and returns the
-// pack and its entries (in pack order). Before returning it parses its own
+// pack (nil with WithOutput: it went to the output) and its entries (in
+// pack order). Before returning it parses its own
 // tail and compares the result, so a pack that could not be read back is
 // never uploaded. The writer cannot be used afterwards.
 func (w *Writer) Finish() ([]byte, []Entry, error) {
@@ -256,6 +303,9 @@ func (w *Writer) Finish() ([]byte, []Entry, error) {
 	if len(raw) > MaxTableRawSize {
 		return nil, nil, fmt.Errorf("finish pack: %w: table of %d bytes for %d chunks, limit %d", ErrTooLarge, len(raw), len(w.entries), MaxTableRawSize)
 	}
+	if w.err != nil {
+		return nil, nil, fmt.Errorf("finish pack: %w", w.err)
+	}
 	tableStart := len(w.buf)
 	w.buf = w.enc.EncodeAll(raw, w.buf)
 	f := footer{
@@ -268,14 +318,21 @@ func (w *Writer) Finish() ([]byte, []Entry, error) {
 	f.checksum = tableChecksum(w.buf[tableStart:], head)
 	w.buf = f.append(w.buf)
 
-	parsed, err := ParseTail(w.buf, int64(len(w.buf)))
+	parsed, err := ParseTail(w.buf, w.Size())
 	if err != nil {
 		return nil, nil, fmt.Errorf("finish pack: verify own table: %w", err)
 	}
 	if !slices.Equal(parsed, w.entries) {
 		return nil, nil, errors.New("finish pack: verify own table: entries differ from what was written")
 	}
+	w.flush()
+	if w.err != nil {
+		return nil, nil, fmt.Errorf("finish pack: %w", w.err)
+	}
 	pack, entries := w.buf, w.entries
+	if w.out != nil {
+		pack = nil
+	}
 	w.buf, w.entries, w.scratch = nil, nil, nil
 	return pack, entries, nil
 }

@@ -257,8 +257,9 @@ func (r *Registry) writeGCRecord(ctx context.Context, dir string, rec *gcRecord)
 // uploads again the chunks of a pack gc condemned or deleted could produce
 // a byte-identical pack: its create-only write would find the condemned
 // pack and succeed, or its ID would be one every node refuses as deleted.
-func (r *Registry) newPackWriter() (*pack.Writer, error) {
-	w, err := pack.NewWriter(pack.WithEncoder(r.enc), pack.WithBuffer(r.packBuffer()))
+func (r *Registry) newPackWriter(opts ...pack.Option) (*pack.Writer, error) {
+	opts = append([]pack.Option{pack.WithEncoder(r.enc), pack.WithSizeHint(int(r.opts.packSize) + 1<<20)}, opts...)
+	w, err := pack.NewWriter(opts...)
 	if err != nil {
 		return nil, err
 	}

@@ -44,10 +44,6 @@ const (
 	maxGCRecord     = 256 << 20
 )
 
-// packBuffersKept is how many pack buffers a registry keeps for reuse: the
-// packs in flight of one push (two uploading, one filling).
-const packBuffersKept = 3
-
 // Sentinel errors; callers test them with errors.Is.
 var (
 	// ErrBlobNotFound: no blob with that digest in the store.
@@ -141,20 +137,19 @@ func WithPolynomial(pol chunker.Pol) Option {
 // Registry is the Epoch snapshot registry over a chunked, deduplicated
 // store. It is safe for concurrent use.
 type Registry struct {
-	store  *objectstore.Client
-	opts   options
-	optErr error
-	initMu sync.Mutex
-	ready  bool
-	idx    *index.DB
-	pol    chunker.Pol
-	enc    *zstd.Encoder // shared by every pack writer: EncodeAll is concurrency-safe
-	syncMu sync.Mutex
-	gcMu   sync.Mutex
-	gcRecs map[string]*gcRecord // plans and tombstones read, by key (immutable objects)
-	bg     sync.WaitGroup       // background removals of replaced files
-	// packBufs recycles pack buffers between the packs of all pushes.
-	packBufs chan []byte
+	store    *objectstore.Client
+	opts     options
+	optErr   error
+	initMu   sync.Mutex
+	ready    bool
+	idx      *index.DB
+	pol      chunker.Pol
+	enc      *zstd.Encoder // shared by every pack writer: EncodeAll is concurrency-safe
+	syncMu   sync.Mutex
+	gcMu     sync.Mutex
+	gcRecs   map[string]*gcRecord // plans and tombstones read, by key (immutable objects)
+	bg       sync.WaitGroup       // background removals of replaced files
+	spoolDir string               // where pushes spool packs: the index's folder
 }
 
 // storeConfig is the store's config object: what every writer must agree on.
@@ -167,7 +162,7 @@ type storeConfig struct {
 // New creates a registry backed by the given object store client. Options
 // are optional; an invalid one makes every call fail with its error.
 func New(client *objectstore.Client, opts ...Option) *Registry {
-	r := &Registry{store: client, gcRecs: map[string]*gcRecord{}, packBufs: make(chan []byte, packBuffersKept)}
+	r := &Registry{store: client, gcRecs: map[string]*gcRecord{}}
 	r.opts = options{concurrency: 8, packSize: 16 << 20, gcGrace: DefaultGCGrace}
 	for _, opt := range opts {
 		if err := opt(&r.opts); err != nil && r.optErr == nil {
@@ -263,6 +258,7 @@ func (r *Registry) init(ctx context.Context) error {
 		return fmt.Errorf("open index %s: %w", path, err)
 	}
 	r.idx, r.pol, r.enc, r.ready = idx, pol, enc, true
+	r.spoolDir = filepath.Dir(path)
 	return nil
 }
 
