@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"iter"
 	"os"
 	"path/filepath"
 	"slices"
@@ -50,32 +51,35 @@ func ValidatorFor(fi os.FileInfo) Validator {
 // AddLocalFile records which chunks the file at path holds, replacing what
 // was recorded for it before. path must be absolute and clean. Only the
 // first offset of a chunk repeated within the file is kept: one copy
-// source is enough.
+// source is enough. chunks is iterated several times: once to check every
+// chunk (an invalid one fails the call before anything is written), then
+// once per range of chunk ids, each recorded sorted in a transaction of
+// its own, so neither a sorted copy of all chunks nor a transaction
+// touching the whole local tree is ever held in memory.
 //
-// A large file is recorded in several transactions of at most 16384
-// chunks (fewer if MergeThreshold is lower, but at least 256), so memory
-// stays bounded: a crash in between leaves the file partly recorded, which
-// costs nothing (every copy is validated and re-hashed
-// before use). If another AddLocalFile of the same path starts meanwhile,
-// the later one wins and this one stops adding.
-func (db *DB) AddLocalFile(path string, v Validator, chunks []LocalChunk) error {
+// A range holds about 16384 chunks (fewer if MergeThreshold is lower, but
+// at least 256; more for files of over a million chunks, which are read
+// at most 64 times). A crash in between leaves the file partly recorded,
+// which costs nothing (every copy is validated and re-hashed before use).
+// If another AddLocalFile of the same path starts meanwhile, the later one
+// wins and this one stops adding.
+func (db *DB) AddLocalFile(path string, v Validator, chunks iter.Seq[LocalChunk]) error {
 	if err := checkPath(path); err != nil {
 		return fmt.Errorf("add local file: %w", err)
 	}
-	for i := range chunks {
-		c := &chunks[i]
+	n := 0
+	var bad error
+	for c := range chunks {
 		if c.ID.IsZero() || c.Length == 0 || c.Offset < 0 || c.Offset > v.Size-int64(c.Length) {
-			return fmt.Errorf("add local file %s: %w: chunk %d at [%d,+%d) outside file of %d bytes",
-				path, ErrInvalidArgument, i, c.Offset, c.Length, v.Size)
+			bad = fmt.Errorf("add local file %s: %w: chunk %d at [%d,+%d) outside file of %d bytes",
+				path, ErrInvalidArgument, n, c.Offset, c.Length, v.Size)
+			break
 		}
+		n++
 	}
-	// Key order for bbolt (see addPack), first offset wins among duplicates.
-	order := make([]int, 0, len(chunks))
-	for i := range chunks {
-		order = append(order, i)
+	if bad != nil {
+		return bad
 	}
-	slices.SortStableFunc(order, func(a, b int) int { return bytes.Compare(chunks[a].ID[:], chunks[b].ID[:]) })
-	order = slices.CompactFunc(order, func(a, b int) bool { return chunks[a].ID == chunks[b].ID })
 
 	var noKey []byte
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
@@ -94,16 +98,27 @@ func (db *DB) AddLocalFile(path string, v Validator, chunks []LocalChunk) error 
 		return tx.Bucket(bucketPaths).Put([]byte(path), noKey)
 	})
 	per := min(max(db.threshold, 256), localSlice)
-	for len(order) > 0 && err == nil {
-		batch := order[:min(len(order), per)]
-		order = order[len(batch):]
+	ranges := min((n+per-1)/per, localPasses)
+	var batch []LocalChunk
+	for r := 0; r < ranges && err == nil; r++ {
+		lo, hi := idRange(r, ranges)
+		batch = batch[:0]
+		for c := range chunks {
+			if lead := uint64(binary.BigEndian.Uint32(c.ID[:])); lead >= lo && lead < hi {
+				batch = append(batch, c)
+			}
+		}
+		// Key order for bbolt (see addPack); the stable sort keeps the
+		// first offset of a repeated chunk first, and Compact keeps it.
+		slices.SortStableFunc(batch, func(a, b LocalChunk) int { return bytes.Compare(a.ID[:], b.ID[:]) })
+		batch = slices.CompactFunc(batch, func(a, b LocalChunk) bool { return a.ID == b.ID })
 		var replaced bool
 		err = db.bolt.Update(func(tx *bolt.Tx) error {
 			if !bytes.Equal(tx.Bucket(bucketPaths).Get([]byte(path)), noKey) {
 				replaced = true
 				return nil
 			}
-			return putLocalChunks(tx, noKey, chunks, batch)
+			return putLocalChunks(tx, noKey, batch)
 		})
 		if replaced {
 			break
@@ -121,12 +136,16 @@ func (db *DB) AddLocalFile(path string, v Validator, chunks []LocalChunk) error 
 // leaves of that range only (16384 entries: about 2 MiB of new leaves).
 const localSlice = 16384
 
-// putLocalChunks records chunks[i] for i in order as held by file noKey.
-func putLocalChunks(tx *bolt.Tx, noKey []byte, chunks []LocalChunk, order []int) error {
+// localPasses bounds how often AddLocalFile reads its chunks: reading a
+// 4 GiB memory file's recipe once takes a few milliseconds.
+const localPasses = 64
+
+// putLocalChunks records chunks, sorted by id, as held by file noKey.
+func putLocalChunks(tx *bolt.Tx, noKey []byte, chunks []LocalChunk) error {
 	local, fileChunks := tx.Bucket(bucketLocal), tx.Bucket(bucketFileChunks)
 	// bbolt keeps key and value slices until commit: one buffer, no reuse.
-	buf := make([]byte, len(order)*(localKeySize+localValueSize+fileChunkKeyLen))
-	for _, i := range order {
+	buf := make([]byte, len(chunks)*(localKeySize+localValueSize+fileChunkKeyLen))
+	for i := range chunks {
 		c := &chunks[i]
 		lk, lv, fk := buf[:localKeySize], buf[localKeySize:localKeySize+localValueSize], buf[localKeySize+localValueSize:localKeySize+localValueSize+fileChunkKeyLen]
 		buf = buf[localKeySize+localValueSize+fileChunkKeyLen:]

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 
@@ -147,30 +148,44 @@ func (db *DB) addPacks(objs []IndexObject) error {
 func (db *DB) Merge() error {
 	db.mergeMu.Lock()
 	defer db.mergeMu.Unlock()
-	recs, packIDs, treeBytes, err := db.pendingRecords()
+	packIDs, total, treeBytes, err := db.pendingPacks()
 	if err != nil {
 		return fmt.Errorf("merge pending packs: %w", err)
 	}
 	if len(packIDs) == 0 {
 		return nil
 	}
-	per := mergeSlice(len(recs), treeBytes)
-	for rest := recs; len(rest) > 0; {
-		part := rest[:min(len(rest), per)]
-		rest = rest[len(part):]
-		err := db.bolt.Update(func(tx *bolt.Tx) error {
-			chunks := tx.Bucket(bucketChunks)
-			for i := range part {
-				// recs is not touched again before the commit, as bbolt requires.
-				if err := chunks.Put(part[i][:chunkKeySize], part[i][chunkKeySize:]); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+	per := mergeSlice(total, treeBytes)
+	ranges := (total + mergeRangeRecords - 1) / mergeRangeRecords
+	for r := range ranges {
+		lo, hi := idRange(r, ranges)
+		recs, err := db.pendingRecords(packIDs, lo, hi)
 		if err != nil {
 			return fmt.Errorf("merge pending packs: %w", err)
 		}
+		for rest := recs; len(rest) > 0; {
+			part := rest[:min(len(rest), per)]
+			rest = rest[len(part):]
+			err := db.bolt.Update(func(tx *bolt.Tx) error {
+				chunks := tx.Bucket(bucketChunks)
+				for i := range part {
+					// recs is not touched again before the commit, as bbolt requires.
+					if err := chunks.Put(part[i][:chunkKeySize], part[i][chunkKeySize:]); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("merge pending packs: %w", err)
+			}
+		}
+		// The chunk tree answers for these ids now.
+		db.mu.Lock()
+		for i := range recs {
+			delete(db.pending, chunk.ID(recs[i][:chunk.IDSize]))
+		}
+		db.mu.Unlock()
 	}
 	db.dropResident()
 	err = db.bolt.Update(func(tx *bolt.Tx) error {
@@ -185,31 +200,37 @@ func (db *DB) Merge() error {
 	if err != nil {
 		return fmt.Errorf("merge pending packs: %w", err)
 	}
+	// A Go map never gives back the room it grew to: a cold node that
+	// ingested a store's worth of entries would keep it for good.
 	db.mu.Lock()
-	for i := range recs {
-		delete(db.pending, chunk.ID(recs[i][:chunk.IDSize]))
-	}
+	rest := make(map[chunk.ID]Location, len(db.pending))
+	maps.Copy(rest, db.pending)
+	db.pending = rest
 	db.mu.Unlock()
 	return nil
+}
+
+// mergeRangeRecords is about how many records one pass of a merge
+// collects and sorts (5.5 MB of them): a merge of a cold node's 700000
+// entries built all of them at once, 60 MB.
+const mergeRangeRecords = 1 << 16
+
+// idRange returns the bounds of the r-th of n equal ranges of chunk ids,
+// by their leading 32 bits: [lo, hi), hi = 1<<32 for the last.
+func idRange(r, n int) (lo, hi uint64) {
+	return uint64(r) << 32 / uint64(n), uint64(r+1) << 32 / uint64(n)
 }
 
 // mergeRec is one chunk tree record: key (chunk id, pack id), then value.
 type mergeRec [chunkKeySize + chunkValueSize]byte
 
-// pendingRecords returns the chunk tree records of every pending pack,
-// sorted by key (sorted inserts fill each leaf once instead of revisiting
-// it), the packs, and the size of the database file.
-func (db *DB) pendingRecords() (recs []mergeRec, packIDs []chunk.ID, size int64, err error) {
+// pendingPacks lists the pending packs, counts their entries and returns
+// the size of the database file.
+func (db *DB) pendingPacks() (packIDs []chunk.ID, total int, size int64, err error) {
 	err = db.bolt.View(func(tx *bolt.Tx) error {
 		size = tx.Size()
-		packsB, pendingB := tx.Bucket(bucketPacks), tx.Bucket(bucketPending)
-		total := 0
-		_ = pendingB.ForEach(func(pack, _ []byte) error {
-			total += len(packsB.Get(pack)) / packEntrySize
-			return nil
-		})
-		recs = make([]mergeRec, 0, total)
-		return pendingB.ForEach(func(pack, _ []byte) error {
+		packsB := tx.Bucket(bucketPacks)
+		return tx.Bucket(bucketPending).ForEach(func(pack, _ []byte) error {
 			v := packsB.Get(pack)
 			if v == nil || len(pack) != chunk.IDSize {
 				return fmt.Errorf("%w: pending pack %x has no record", ErrCorrupt, pack)
@@ -219,18 +240,43 @@ func (db *DB) pendingRecords() (recs []mergeRec, packIDs []chunk.ID, size int64,
 				return fmt.Errorf("pack %x: %w", pack, err)
 			}
 			packIDs = append(packIDs, chunk.ID(pack))
-			for ; len(body) > 0; body = body[packEntrySize:] {
-				var r mergeRec
-				copy(r[:], body[:chunk.IDSize])
-				copy(r[chunk.IDSize:], pack)
-				copy(r[chunkKeySize:], body[chunk.IDSize:packEntrySize])
-				recs = append(recs, r)
-			}
+			total += len(body) / packEntrySize
 			return nil
 		})
 	})
+	return packIDs, total, size, err
+}
+
+// pendingRecords returns the chunk tree records of packs whose chunk ids
+// lead with 32 bits in [lo, hi), sorted by key: sorted inserts fill each
+// leaf once instead of revisiting it.
+func (db *DB) pendingRecords(packIDs []chunk.ID, lo, hi uint64) (recs []mergeRec, err error) {
+	err = db.bolt.View(func(tx *bolt.Tx) error {
+		packsB := tx.Bucket(bucketPacks)
+		for _, pack := range packIDs {
+			v := packsB.Get(pack[:])
+			if v == nil {
+				continue // removed since the merge listed it (RemovePack)
+			}
+			body, _, err := decodePackValue(v)
+			if err != nil {
+				return fmt.Errorf("pack %s: %w", pack, err)
+			}
+			for ; len(body) > 0; body = body[packEntrySize:] {
+				if lead := uint64(binary.BigEndian.Uint32(body)); lead < lo || lead >= hi {
+					continue
+				}
+				var r mergeRec
+				copy(r[:], body[:chunk.IDSize])
+				copy(r[chunk.IDSize:], pack[:])
+				copy(r[chunkKeySize:], body[chunk.IDSize:packEntrySize])
+				recs = append(recs, r)
+			}
+		}
+		return nil
+	})
 	slices.SortFunc(recs, func(a, b mergeRec) int { return bytes.Compare(a[:chunkKeySize], b[:chunkKeySize]) })
-	return recs, packIDs, size, err
+	return recs, err
 }
 
 // mergeSliceBytes is how much of the chunk tree one merge transaction may

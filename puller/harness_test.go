@@ -147,7 +147,7 @@ func (e *env) addLocal(name string, content []byte, chunks []index.LocalChunk) s
 	if err != nil {
 		e.tb.Fatal(err)
 	}
-	if err := e.idx.AddLocalFile(path, index.ValidatorFor(fi), chunks); err != nil {
+	if err := e.idx.AddLocalFile(path, index.ValidatorFor(fi), slices.Values(chunks)); err != nil {
 		e.tb.Fatal(err)
 	}
 	return path

@@ -323,15 +323,18 @@ func (r *Registry) rememberLocal(path string, recipe *manifest.Recipe) {
 	if err != nil {
 		return
 	}
-	lc := make([]index.LocalChunk, 0, len(recipe.Extents))
-	var off int64
-	for _, e := range recipe.Extents {
-		if !e.Zero {
-			lc = append(lc, index.LocalChunk{ID: e.ID, Offset: off, Length: uint32(e.Length)})
+	// Straight from the recipe: a list of a 4 GiB memory file's chunks
+	// was 35 MB more at the end of each push and pull.
+	chunks := func(yield func(index.LocalChunk) bool) {
+		var off int64
+		for _, e := range recipe.Extents {
+			if !e.Zero && !yield(index.LocalChunk{ID: e.ID, Offset: off, Length: uint32(e.Length)}) {
+				return
+			}
+			off += int64(e.Length)
 		}
-		off += int64(e.Length)
 	}
-	_ = r.idx.AddLocalFile(abs, index.ValidatorFor(fi), lc)
+	_ = r.idx.AddLocalFile(abs, index.ValidatorFor(fi), chunks)
 }
 
 func (r *Registry) pullLegacy(ctx context.Context, digest string, size int64, tmp string) error {

@@ -22,7 +22,7 @@ import (
 )
 
 const (
-	batchBytes  = 4 << 20 // raw bytes handed between push stages at once
+	batchBytes  = 2 << 20 // raw bytes handed between push stages at once
 	batchChunks = 2048
 	freeBatches = 4 // batches in flight: bounds push memory
 )
