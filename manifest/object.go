@@ -212,7 +212,10 @@ func seal(kind Kind, raw []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode recipe: new zstd encoder: %w", err)
 	}
-	out := make([]byte, recipeHeaderSize, recipeHeaderSize+len(raw)/2+64)
+	// Room for the worst case up front: the ids of a memory file's recipe
+	// do not compress, and growing a 35 MB body by appending held both
+	// copies at once.
+	out := make([]byte, recipeHeaderSize, recipeHeaderSize+enc.MaxEncodedSize(len(raw))+recipeTrailerSize)
 	copy(out, recipeMagic)
 	out[4] = RecipeVersion
 	out[5] = byte(kind)
