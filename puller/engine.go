@@ -83,6 +83,12 @@ type File struct {
 	Digest string
 	Mode   os.FileMode
 	Resume bool
+	// Record, when set, is the absolute path the caller moves the file to
+	// once Fetch succeeds (a rename keeps inode, size and mtime): the
+	// engine then records the file's chunks in the node index under that
+	// path, from what it already holds, so the caller need not keep the
+	// recipe for it. Chunks a resumed run found in place are not recorded.
+	Record string
 }
 
 // Engine fetches files described by recipes. It is safe for concurrent use.
@@ -131,6 +137,9 @@ type fetch struct {
 	stats      Stats
 	progress   func(Stats)
 	mu         sync.Mutex // serialises progress callbacks
+	// Per file, what finish needs of its recipe: size and zero runs.
+	sizes []int64
+	holes [][]span
 
 	// The download workers count into these, never into stats: a progress
 	// report copies stats while other workers are still counting.
@@ -155,6 +164,13 @@ func (e *Engine) Fetch(ctx context.Context, files []File, progress func(Stats)) 
 	if err := f.plan(files); err != nil {
 		return f.snapshot(), err
 	}
+	// From here on only the targets describe the files: let the recipes
+	// go (48 bytes per extent, 48 MiB for a 4 GiB memory file) if the
+	// caller keeps no reference either.
+	files = slices.Clone(files)
+	for i := range files {
+		files[i].Recipe = nil
+	}
 	remaining, err := f.copyLocal(ctx)
 	if err != nil {
 		return f.snapshot(), err
@@ -166,6 +182,7 @@ func (e *Engine) Fetch(ctx context.Context, files []File, progress func(Stats)) 
 		if err := f.finish(i, file); err != nil {
 			return f.snapshot(), err
 		}
+		f.record(i, file.Record)
 	}
 	f.report()
 	return f.snapshot(), nil
@@ -218,12 +235,18 @@ func (f *fetch) plan(files []File) error {
 	// targets by appending cost a pull of a 4 GiB memory file about a
 	// second, most of it faulting in memory that is then copied and dropped.
 	n := 0
-	for _, file := range files {
+	f.holes = make([][]span, len(files))
+	for i, file := range files {
+		holes := 0
 		for _, ext := range file.Recipe.Extents {
 			if !ext.Zero {
 				n++
+			} else {
+				holes++
 			}
 		}
+		f.holes[i] = make([]span, 0, holes)
+		f.sizes = append(f.sizes, file.Recipe.Size)
 	}
 	f.targets = slices.Grow(f.targets, n)
 	for i, file := range files {
@@ -237,6 +260,9 @@ func (f *fetch) plan(files []File) error {
 		}
 		for _, ext := range file.Recipe.Extents {
 			length := int64(ext.Length)
+			if ext.Zero {
+				f.holes[i] = append(f.holes[i], span{off, length})
+			}
 			if ext.Zero && file.Resume {
 				var err error
 				if regions, buf, err = f.zeroed(i, off, length, regions, buf); err != nil {
@@ -847,7 +873,7 @@ func (f *fetch) finish(i int, file File) error {
 	var err error
 	if file.Digest != "" {
 		var got string
-		got, err = digestFile(fh, file.Recipe)
+		got, err = digestFile(fh, f.sizes[i], f.holes[i])
 		switch {
 		case err != nil:
 			err = fmt.Errorf("verify %s: %w", file.Path, err)
@@ -873,47 +899,61 @@ func (f *fetch) finish(i int, file File) error {
 	return nil
 }
 
-// digestFile hashes fh as recipe lays it out, feeding zeros for zero
-// extents instead of reading the holes.
-func digestFile(fh *os.File, recipe *manifest.Recipe) (string, error) {
+// span is a byte range of a file.
+type span struct{ off, length int64 }
+
+// digestFile hashes the size bytes of fh, feeding zeros for the recipe's
+// zero runs (holes, sorted) instead of reading them. The data between two
+// holes is read as one run: a memory image is hundreds of thousands of
+// 4 KiB extents, and a read per extent would cost more than the hashing.
+func digestFile(fh *os.File, size int64, holes []span) (string, error) {
 	h := sha256.New()
 	zeros := make([]byte, 64<<10)
 	buf := make([]byte, 1<<20)
-	// Neighbouring data extents are read as one run: a memory image is
-	// hundreds of thousands of 4 KiB extents, and a read per extent would
-	// cost more than the hashing.
-	var off, runStart, runLen int64
-	flush := func() error {
-		if runLen == 0 {
+	var off int64
+	data := func(end int64) error {
+		if end <= off {
 			return nil
 		}
-		_, err := io.CopyBuffer(h, io.NewSectionReader(fh, runStart, runLen), buf)
-		runLen = 0
+		_, err := io.CopyBuffer(h, io.NewSectionReader(fh, off, end-off), buf)
 		return err
 	}
-	for _, ext := range recipe.Extents {
-		length := int64(ext.Length)
-		if ext.Zero {
-			if err := flush(); err != nil {
-				return "", err
-			}
-			for n := length; n > 0; {
-				k := min(n, int64(len(zeros)))
-				h.Write(zeros[:k])
-				n -= k
-			}
-		} else {
-			if runLen == 0 {
-				runStart = off
-			}
-			runLen += length
+	for _, z := range holes {
+		if err := data(z.off); err != nil {
+			return "", err
 		}
-		off += length
+		for n := z.length; n > 0; {
+			k := min(n, int64(len(zeros)))
+			h.Write(zeros[:k])
+			n -= k
+		}
+		off = z.off + z.length
 	}
-	if err := flush(); err != nil {
+	if err := data(size); err != nil {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// record notes the chunks of verified file i as held by path, the name
+// the caller renames it to (File.Record). It is an optimisation of later
+// pulls, so a failure is not one of this fetch.
+func (f *fetch) record(i int, path string) {
+	if path == "" || f.e.idx == nil {
+		return
+	}
+	fi, err := f.files[i].Stat()
+	if err != nil {
+		return
+	}
+	chunks := func(yield func(index.LocalChunk) bool) {
+		for _, t := range f.targets {
+			if t.file == int32(i) && !yield(index.LocalChunk{ID: t.id, Offset: t.offset, Length: t.length}) {
+				return
+			}
+		}
+	}
+	_ = f.e.idx.AddLocalFile(path, index.ValidatorFor(fi), chunks)
 }
 
 // splitRuns cuts runs longer than limit at block boundaries.

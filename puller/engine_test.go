@@ -306,6 +306,50 @@ func TestFetch_LocalOnly(t *testing.T) {
 	}
 }
 
+// TestFetch_Record checks that a fetched file's chunks are recorded under
+// File.Record, each at its first offset, with the validator of the file
+// as written (a rename keeps it), and that nothing is recorded for a file
+// that fails its digest.
+func TestFetch_Record(t *testing.T) {
+	e := newEnv(t)
+	p := pages(35, 3, 4096, true)
+	e.addPack(p)
+	recipe, content := build(data(p[0]), zeros(8192), data(p[1]), data(p[2]), data(p[0]))
+	path := filepath.Join(e.dir, "staged")
+	final := filepath.Join(e.dir, "final")
+	files := []puller.File{{Path: path, Recipe: recipe, Digest: digest(content), Record: final}}
+	if _, err := e.engine(nil).Fetch(context.Background(), files, nil); err != nil {
+		t.Fatal(err)
+	}
+	if files[0].Recipe != recipe {
+		t.Error("Fetch changed the caller's files")
+	}
+	if err := os.Rename(path, final); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(final)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []int64{0, 12288, 16384} {
+		refs, err := e.idx.FindLocal(chunk.Sum(p[i]))
+		if err != nil || len(refs) != 1 || refs[0].Path != final || refs[0].Offset != want || refs[0].Validator != index.ValidatorFor(fi) {
+			t.Errorf("chunk %d: FindLocal = %+v, %v; want %s at %d with the renamed file's validator", i, refs, err, final, want)
+		}
+	}
+
+	other := pages(36, 1, 4096, true)
+	e.addPack(other)
+	bad, _ := build(data(other[0]))
+	files = []puller.File{{Path: filepath.Join(e.dir, "bad"), Recipe: bad, Digest: digest(content), Record: filepath.Join(e.dir, "bad-final")}}
+	if _, err := e.engine(nil).Fetch(context.Background(), files, nil); !errors.Is(err, puller.ErrDigestMismatch) {
+		t.Fatalf("wrong digest: %v", err)
+	}
+	if refs, _ := e.idx.FindLocal(chunk.Sum(other[0])); len(refs) != 0 {
+		t.Errorf("a file that failed its digest was recorded: %+v", refs)
+	}
+}
+
 // TestFetch_Resume checks that a resumed file keeps the chunks already in
 // place, rewrites the wrong ones and ends byte-identical.
 func TestFetch_Resume(t *testing.T) {

@@ -11,7 +11,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"time"
 
 	"github.com/cocoonstack/epoch-dedup/chunk"
@@ -260,17 +259,14 @@ func (r *Registry) PullBlobStats(ctx context.Context, digest, destPath string, p
 	}
 	tmp := tempName(destPath)
 	defer func() { _ = os.Remove(tmp) }()
-	var (
-		st     TransferStats
-		recipe *manifest.Recipe
-	)
+	var st TransferStats
 	if legacy {
 		if err := r.pullLegacy(ctx, digest, size, tmp); err != nil {
 			return st, fmt.Errorf("pull blob %s: %w", digest, err)
 		}
 		st = TransferStats{Files: 1, RawBytes: size, DataBytes: size, NewBytes: size}
 	} else {
-		if recipe, st, err = r.pullChunked(ctx, desc, tmp, progress, start); err != nil {
+		if st, err = r.pullChunked(ctx, desc, tmp, destPath, progress, start); err != nil {
 			return st, fmt.Errorf("pull blob %s: %w", digest, err)
 		}
 	}
@@ -280,35 +276,39 @@ func (r *Registry) PullBlobStats(ctx context.Context, digest, destPath string, p
 	if err := syncDir(filepath.Dir(destPath)); err != nil {
 		return st, fmt.Errorf("pull blob %s: %w", digest, err)
 	}
-	if !legacy {
-		r.rememberLocal(destPath, recipe)
-	}
 	r.fillStoreStats(&st, before)
 	st.Seconds = time.Since(start).Seconds()
 	return st, nil
 }
 
-// pullChunked writes the blob desc describes to path, verified.
-func (r *Registry) pullChunked(ctx context.Context, desc *blobDescriptor, path string, progress Progress, start time.Time) (*manifest.Recipe, TransferStats, error) {
+// pullChunked writes the blob desc describes to path, verified, and has
+// its chunks recorded as held by dest, where the caller renames it.
+func (r *Registry) pullChunked(ctx context.Context, desc *blobDescriptor, path, dest string, progress Progress, start time.Time) (TransferStats, error) {
 	rid, err := chunk.ParseID(desc.Recipe)
 	if err != nil {
-		return nil, TransferStats{}, err
-	}
-	base, err := r.loadRecipe(ctx, rid)
-	if err != nil {
-		return nil, TransferStats{}, err
-	}
-	if base.recipe.Size != desc.Size {
-		return nil, TransferStats{}, fmt.Errorf("%w: recipe size %d, descriptor %d", ErrCorruptStore, base.recipe.Size, desc.Size)
+		return TransferStats{}, err
 	}
 	if err := r.syncIndex(ctx); err != nil {
-		return nil, TransferStats{}, err
+		return TransferStats{}, err
 	}
-	ps, err := r.fetch(ctx, []puller.File{{Path: path, Recipe: base.recipe, Digest: desc.Digest, Mode: 0o644}}, progress, start)
+	record, err := filepath.Abs(dest)
 	if err != nil {
-		return nil, TransferStats{}, err
+		return TransferStats{}, err
 	}
-	return base.recipe, fromPullStats(ps), nil
+	ps, err := r.fetch(ctx, func() ([]puller.File, error) {
+		base, err := r.loadRecipe(ctx, rid)
+		if err != nil {
+			return nil, err
+		}
+		if base.recipe.Size != desc.Size {
+			return nil, fmt.Errorf("%w: recipe size %d, descriptor %d", ErrCorruptStore, base.recipe.Size, desc.Size)
+		}
+		return []puller.File{{Path: path, Recipe: base.recipe, Digest: desc.Digest, Mode: 0o644, Record: record}}, nil
+	}, progress, start)
+	if err != nil {
+		return TransferStats{}, err
+	}
+	return fromPullStats(ps), nil
 }
 
 // rememberLocal records where the chunks of a file now on disk sit, so a
@@ -446,14 +446,21 @@ func syncDir(dir string) error {
 	return err
 }
 
-// fetch runs the pull engine over files. A pack can vanish under a pull:
+// fetch runs the pull engine over the files build returns. A pack can
+// vanish under a pull:
 // gc deletes a pack once its live chunks sit in rewritten packs, and this
 // node's index learns that only at its next sync. So a pack that is not
 // found costs one re-sync (tombstones first, then the new index objects)
 // and one resumed run, which keeps every chunk already written. A second
 // not-found is an error: the store itself lacks the chunk.
-func (r *Registry) fetch(ctx context.Context, files []puller.File, progress Progress, start time.Time) (puller.Stats, error) {
+func (r *Registry) fetch(ctx context.Context, build func() ([]puller.File, error), progress Progress, start time.Time) (puller.Stats, error) {
 	eng := puller.New(r.idx, r.packReader(), &puller.Options{Concurrency: r.opts.concurrency})
+	files, err := build()
+	if err != nil {
+		return puller.Stats{}, err
+	}
+	// files is not kept: the engine lets the recipes go once it has
+	// planned (see puller.File.Record); a retry builds them again.
 	first, err := eng.Fetch(ctx, files, progressAdapter(progress, start))
 	if err == nil || !errors.Is(err, objectstore.ErrNotFound) || ctx.Err() != nil {
 		return first, err
@@ -461,7 +468,10 @@ func (r *Registry) fetch(ctx context.Context, files []puller.File, progress Prog
 	if serr := r.syncIndex(ctx); serr != nil {
 		return first, errors.Join(err, serr)
 	}
-	resumed := slices.Clone(files)
+	resumed, berr := build()
+	if berr != nil {
+		return first, errors.Join(err, berr)
+	}
 	for i := range resumed {
 		resumed[i].Resume = true
 	}

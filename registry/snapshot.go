@@ -414,50 +414,65 @@ func (r *Registry) PullSnapshot(ctx context.Context, paths *cocoon.Paths, name, 
 	// removing it is off the critical path (see replaceFile).
 	defer r.removeLater(staging)
 	_, _ = cocoon.CleanStaleStaging(ctx, paths, 0)
-	ps, err := r.fetchLayers(ctx, staging, m, resume, opts.Progress, start)
+	dir, err := paths.SnapshotDir(id)
+	if err != nil {
+		return fail(err)
+	}
+	ps, err := r.fetchLayers(ctx, staging, dir, m, resume, opts.Progress, start)
 	if err != nil {
 		return fail(err)
 	}
 	if err := r.install(ctx, paths, staging, id, localName, m, digest, tag); err != nil {
 		return fail(err)
 	}
-	dir, _ := paths.SnapshotDir(id)
-	r.rememberLayers(ctx, dir, m)
 	st := fromPullStats(ps)
 	r.fillStoreStats(&st, before)
 	st.Seconds = time.Since(start).Seconds()
 	return m, st, nil
 }
 
-// fetchLayers writes every layer of m into dir, verified.
-func (r *Registry) fetchLayers(ctx context.Context, dir string, m *manifest.Manifest, resume bool, progress Progress, start time.Time) (puller.Stats, error) {
-	var files []puller.File
+// fetchLayers writes every layer of m into dir, verified, and has their
+// chunks recorded as held in final, where install moves them.
+func (r *Registry) fetchLayers(ctx context.Context, dir, final string, m *manifest.Manifest, resume bool, progress Progress, start time.Time) (puller.Stats, error) {
+	final, err := filepath.Abs(final)
+	if err != nil {
+		return puller.Stats{}, err
+	}
+	var chunked []manifest.Layer
 	for _, l := range m.Layers {
-		target := filepath.Join(dir, l.Filename)
-		if l.Recipe == "" {
-			if err := r.pullLegacy(ctx, l.Digest, l.Size, target); err != nil {
-				return puller.Stats{}, fmt.Errorf("layer %s: %w", l.Filename, err)
-			}
+		if l.Recipe != "" {
+			chunked = append(chunked, l)
 			continue
 		}
-		rid, err := chunk.ParseID(l.Recipe)
-		if err != nil {
+		if err := r.pullLegacy(ctx, l.Digest, l.Size, filepath.Join(dir, l.Filename)); err != nil {
 			return puller.Stats{}, fmt.Errorf("layer %s: %w", l.Filename, err)
 		}
-		base, err := r.loadRecipe(ctx, rid)
-		if err != nil {
-			return puller.Stats{}, fmt.Errorf("layer %s: %w", l.Filename, err)
-		}
-		if base.recipe.Size != l.Size {
-			return puller.Stats{}, fmt.Errorf("layer %s: %w: recipe has %d bytes, manifest %d", l.Filename, ErrCorruptStore, base.recipe.Size, l.Size)
-		}
-		mode := os.FileMode(l.Mode).Perm()
-		if mode == 0 {
-			mode = 0o640
-		}
-		files = append(files, puller.File{Path: target, Recipe: base.recipe, Digest: l.Digest, Mode: mode, Resume: resume})
 	}
-	return r.fetch(ctx, files, progress, start)
+	return r.fetch(ctx, func() ([]puller.File, error) {
+		files := make([]puller.File, 0, len(chunked))
+		for _, l := range chunked {
+			rid, err := chunk.ParseID(l.Recipe)
+			if err != nil {
+				return nil, fmt.Errorf("layer %s: %w", l.Filename, err)
+			}
+			base, err := r.loadRecipe(ctx, rid)
+			if err != nil {
+				return nil, fmt.Errorf("layer %s: %w", l.Filename, err)
+			}
+			if base.recipe.Size != l.Size {
+				return nil, fmt.Errorf("layer %s: %w: recipe has %d bytes, manifest %d", l.Filename, ErrCorruptStore, base.recipe.Size, l.Size)
+			}
+			mode := os.FileMode(l.Mode).Perm()
+			if mode == 0 {
+				mode = 0o640
+			}
+			files = append(files, puller.File{
+				Path: filepath.Join(dir, l.Filename), Recipe: base.recipe, Digest: l.Digest, Mode: mode, Resume: resume,
+				Record: filepath.Join(final, l.Filename),
+			})
+		}
+		return files, nil
+	}, progress, start)
 }
 
 // pullBaseImages fetches the base images m needs that this node lacks, into
@@ -571,24 +586,6 @@ func recordFromManifest(m *manifest.Manifest) (*cocoon.SnapshotRecord, error) {
 		rec.ImageType = "cloudimg"
 	}
 	return rec, nil
-}
-
-// rememberLayers records the installed files' chunks as local sources.
-func (r *Registry) rememberLayers(ctx context.Context, dir string, m *manifest.Manifest) {
-	for _, l := range m.Layers {
-		if l.Recipe == "" {
-			continue
-		}
-		rid, err := chunk.ParseID(l.Recipe)
-		if err != nil {
-			continue
-		}
-		base, err := r.loadRecipe(ctx, rid)
-		if err != nil {
-			continue
-		}
-		r.rememberLocal(filepath.Join(dir, l.Filename), base.recipe)
-	}
 }
 
 // pulledDigest returns the manifest digest a local snapshot was pulled
