@@ -50,8 +50,10 @@
 //
 // # Writing
 //
-// A Writer builds one pack in memory: Add copies chunks in, Finish returns
-// the pack bytes and its entries after parsing its own tail back (restic's
+// A Writer builds one pack in memory, or streams it block by block to an
+// io.Writer (WithOutput: it then holds only the open block and the table).
+// Add copies chunks in, Finish returns the pack bytes (none when streamed)
+// and its entries after parsing its own tail back (restic's
 // verify-after-write). Share one encoder (NewEncoder, WithEncoder) among
 // writers: zstd encoders are costly to create and EncodeAll is safe for
 // concurrent use. The zstd frames carry no CRC: chunk IDs already are a

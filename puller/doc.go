@@ -26,9 +26,19 @@
 // full size and they stay holes. Every chunk is verified before it is
 // written, and the whole file is verified against its SHA-256 digest before
 // the caller installs it (the digest is computed while the file's fsync
-// runs; its mode is set only once it is verified). The engine writes only to the path it is given;
-// making the result visible (rename into place) is the caller's job, so an
-// interrupted pull never leaves a half-written file where a reader looks.
+// runs; its mode is set only once it is verified). The engine writes only
+// to the path it is given; making the result visible (rename into place)
+// is the caller's job, so an interrupted pull never leaves a half-written
+// file where a reader looks. With File.Record, a verified file's chunks are
+// recorded in the node index under the name the caller renames it to, so a
+// later pull can copy them.
+//
+// Memory: once planned, a fetch holds per chunk one target (id, file,
+// offset, length: 48 bytes), its unique ids and, while downloading, a
+// 32-byte location; it lets the recipes go (a caller that keeps no
+// reference frees them), keeping only each file's holes. A cold pull of a
+// 4 GiB memory file (730000 chunks) peaked at 218-241 MiB RSS, 105-113 MiB
+// of it the node index's mapped pages.
 //
 // The engine knows no object store: it reads packs through the narrow
 // PackReader interface, which the registry implements.

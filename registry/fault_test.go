@@ -333,8 +333,15 @@ func TestFaults_PushPull(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			pusher := registry.New(client, registry.WithCacheDir(t.TempDir()), registry.WithPackSize(1<<20))
+			pushCache := t.TempDir()
+			pusher := registry.New(client, registry.WithCacheDir(pushCache), registry.WithPackSize(1<<20))
 			defer pusher.Close()
+			// Packs are spooled to unlinked files: failed pushes leave none.
+			defer func() {
+				if left, _ := filepath.Glob(filepath.Join(pushCache, "*.spool")); len(left) > 0 {
+					t.Errorf("spooled packs left in the cache dir: %v", left)
+				}
+			}()
 			puller := registry.New(client, registry.WithCacheDir(t.TempDir()), registry.WithPackSize(1<<20))
 			defer puller.Close()
 
