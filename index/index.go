@@ -147,6 +147,11 @@ type DB struct {
 
 	// mergeMu serialises merges: two would write the same records.
 	mergeMu sync.Mutex
+
+	// localMu guards the AddLocalFile claims (see claimLocal).
+	localMu  sync.Mutex
+	localGen map[string]uint64
+	localSeq uint64
 }
 
 // Open opens or creates the index at path. A file that bbolt cannot open,

@@ -428,6 +428,58 @@ func TestDB_LocalFiles_Large(t *testing.T) {
 	}
 }
 
+// TestDB_LocalFiles_Revision records a file, then a new revision of it at
+// the same path (pages rewritten, moved, dropped and added, as a VM saved
+// again): every record is the new revision's, none of the old content's
+// is left, and an empty revision leaves nothing.
+func TestDB_LocalFiles_Revision(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	db := indextest.MustOpen(t, "", &index.Options{MergeThreshold: 1000})
+	const n = 3000
+	first := make([]index.LocalChunk, n)
+	for i := range first {
+		first[i] = index.LocalChunk{ID: randID(rng), Offset: int64(i) * 4096, Length: 4096}
+	}
+	path := filepath.Join(t.TempDir(), "memory-ranges")
+	if err := db.AddLocalFile(path, index.Validator{Size: n * 4096, Inode: 1}, slices.Values(first)); err != nil {
+		t.Fatal(err)
+	}
+	second := slices.Clone(first)
+	for i := 0; i < n; i += 50 {
+		second[i].ID = randID(rng) // rewritten
+	}
+	second[7].Offset, second[8].Offset = second[8].Offset, second[7].Offset // moved
+	dropped := second[n-1].ID
+	second = append(second[:n-1], index.LocalChunk{ID: randID(rng), Offset: (n - 1) * 4096, Length: 100})
+	v2 := index.Validator{Size: n * 4096, Inode: 2}
+	if err := db.AddLocalFile(path, v2, slices.Values(second)); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range second {
+		refs, err := db.FindLocal(c.ID)
+		if err != nil || len(refs) != 1 || refs[0].Offset != c.Offset || refs[0].Length != c.Length || refs[0].Validator != v2 {
+			t.Fatalf("chunk %d: FindLocal = %+v, %v; want offset %d, length %d, the new validator", i, refs, err, c.Offset, c.Length)
+		}
+	}
+	for _, id := range []chunk.ID{first[0].ID, first[50].ID, dropped} {
+		if refs, _ := db.FindLocal(id); len(refs) != 0 {
+			t.Fatalf("a chunk the new revision lacks is still recorded: %+v", refs)
+		}
+	}
+	if files, _ := db.LocalFiles(); len(files) != 1 {
+		t.Fatalf("LocalFiles = %v", files)
+	}
+	db.MustCheck()
+	if err := db.AddLocalFile(path, index.Validator{Inode: 3}, slices.Values([]index.LocalChunk(nil))); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range second[:10] {
+		if refs, _ := db.FindLocal(c.ID); len(refs) != 0 {
+			t.Fatalf("an empty revision left records: %+v", refs)
+		}
+	}
+}
+
 func TestDB_LocalFiles(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 5))
 	db := indextest.MustOpen(t, "", nil)

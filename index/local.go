@@ -57,12 +57,18 @@ func ValidatorFor(fi os.FileInfo) Validator {
 // its own, so neither a sorted copy of all chunks nor a transaction
 // touching the whole local tree is ever held in memory.
 //
+// A path recorded before keeps its file number, and each range changes
+// only what differs from the old records: a new revision of a memory file
+// written where the old one was (a warm pull, a VM saved again) rewrites
+// the records of its changed pages, not all of them.
+//
 // A range holds about 16384 chunks (fewer if MergeThreshold is lower, but
 // at least 256; more for files of over a million chunks, which are read
 // at most 64 times). A crash in between leaves the file partly recorded,
-// which costs nothing (every copy is validated and re-hashed before use).
-// If another AddLocalFile of the same path starts meanwhile, the later one
-// wins and this one stops adding.
+// possibly with records of the content it replaced, which costs nothing
+// (every copy is validated and re-hashed before use). If another
+// AddLocalFile of the same path starts meanwhile, the later one wins and
+// this one stops.
 func (db *DB) AddLocalFile(path string, v Validator, chunks iter.Seq[LocalChunk]) error {
 	if err := checkPath(path); err != nil {
 		return fmt.Errorf("add local file: %w", err)
@@ -80,25 +86,37 @@ func (db *DB) AddLocalFile(path string, v Validator, chunks iter.Seq[LocalChunk]
 	if bad != nil {
 		return bad
 	}
+	current := db.claimLocal(path)
+	defer current(true)
 
-	var noKey []byte
+	var (
+		noKey  []byte
+		reused bool
+	)
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
-		if err := forgetFile(tx, path); err != nil {
-			return err
+		paths, files := tx.Bucket(bucketPaths), tx.Bucket(bucketFiles)
+		if k := paths.Get([]byte(path)); k != nil {
+			if len(k) != fileNoSize {
+				return fmt.Errorf("%w: file number of %d bytes for %s", ErrCorrupt, len(k), path)
+			}
+			noKey, reused = bytes.Clone(k), true
+		} else {
+			no, err := files.NextSequence()
+			if err != nil {
+				return err
+			}
+			noKey = binary.BigEndian.AppendUint64(nil, no)
+			if err := paths.Put([]byte(path), noKey); err != nil {
+				return err
+			}
 		}
-		files := tx.Bucket(bucketFiles)
-		no, err := files.NextSequence()
-		if err != nil {
-			return err
-		}
-		noKey = binary.BigEndian.AppendUint64(nil, no)
-		if err := files.Put(noKey, append(encodeValidator(v), path...)); err != nil {
-			return err
-		}
-		return tx.Bucket(bucketPaths).Put([]byte(path), noKey)
+		return files.Put(noKey, append(encodeValidator(v), path...))
 	})
 	per := min(max(db.threshold, 256), localSlice)
 	ranges := min((n+per-1)/per, localPasses)
+	if reused {
+		ranges = max(ranges, 1) // every old record is visited, even for an empty file
+	}
 	var batch []LocalChunk
 	for r := 0; r < ranges && err == nil; r++ {
 		lo, hi := idRange(r, ranges)
@@ -114,9 +132,11 @@ func (db *DB) AddLocalFile(path string, v Validator, chunks iter.Seq[LocalChunk]
 		batch = slices.CompactFunc(batch, func(a, b LocalChunk) bool { return a.ID == b.ID })
 		var replaced bool
 		err = db.bolt.Update(func(tx *bolt.Tx) error {
-			if !bytes.Equal(tx.Bucket(bucketPaths).Get([]byte(path)), noKey) {
-				replaced = true
+			if replaced = !current(false); replaced {
 				return nil
+			}
+			if reused {
+				return updateLocalChunks(tx, noKey, batch, lo, hi)
 			}
 			return putLocalChunks(tx, noKey, batch)
 		})
@@ -131,6 +151,30 @@ func (db *DB) AddLocalFile(path string, v Validator, chunks iter.Seq[LocalChunk]
 	return nil
 }
 
+// claimLocal makes this call the latest AddLocalFile of path. The returned
+// func reports whether it still is; with done set it also forgets the
+// claim if it is still the latest. One process holds the file (bbolt's
+// flock), so the claims live in memory.
+func (db *DB) claimLocal(path string) func(done bool) bool {
+	db.localMu.Lock()
+	defer db.localMu.Unlock()
+	if db.localGen == nil {
+		db.localGen = map[string]uint64{}
+	}
+	db.localSeq++
+	gen := db.localSeq
+	db.localGen[path] = gen
+	return func(done bool) bool {
+		db.localMu.Lock()
+		defer db.localMu.Unlock()
+		latest := db.localGen[path] == gen
+		if latest && done {
+			delete(db.localGen, path)
+		}
+		return latest
+	}
+}
+
 // localSlice bounds the chunks one AddLocalFile transaction records. The
 // chunks are sorted, so a slice is a key range: its transaction holds the
 // leaves of that range only (16384 entries: about 2 MiB of new leaves).
@@ -139,6 +183,65 @@ const localSlice = 16384
 // localPasses bounds how often AddLocalFile reads its chunks: reading a
 // 4 GiB memory file's recipe once takes a few milliseconds.
 const localPasses = 64
+
+// updateLocalChunks makes the records of file noKey for ids leading with
+// 32 bits in [lo, hi) those of chunks (sorted by id, in that range): old
+// records of other ids go, new ones come, and a record whose place did not
+// change is left as it is.
+func updateLocalChunks(tx *bolt.Tx, noKey []byte, chunks []LocalChunk, lo, hi uint64) error {
+	local, fileChunks := tx.Bucket(bucketLocal), tx.Bucket(bucketFileChunks)
+	var old []chunk.ID
+	start := binary.BigEndian.AppendUint32(bytes.Clone(noKey), uint32(lo))
+	c := fileChunks.Cursor()
+	for k, _ := c.Seek(start); k != nil && bytes.HasPrefix(k, noKey); k, _ = c.Next() {
+		if len(k) != fileChunkKeyLen {
+			return fmt.Errorf("%w: file chunk key of %d bytes", ErrCorrupt, len(k))
+		}
+		if uint64(binary.BigEndian.Uint32(k[fileNoSize:])) >= hi {
+			break
+		}
+		old = append(old, chunk.ID(k[fileNoSize:]))
+	}
+	// Deletes after the listing: see forgetFile.
+	var lk [localKeySize]byte
+	var fk [fileChunkKeyLen]byte
+	copy(lk[chunk.IDSize:], noKey)
+	copy(fk[:], noKey)
+	var changed []LocalChunk
+	i := 0
+	for _, ch := range chunks {
+		for ; i < len(old) && bytes.Compare(old[i][:], ch.ID[:]) < 0; i++ {
+			copy(lk[:], old[i][:])
+			copy(fk[fileNoSize:], old[i][:])
+			if err := fileChunks.Delete(fk[:]); err != nil {
+				return err
+			}
+			if err := local.Delete(lk[:]); err != nil {
+				return err
+			}
+		}
+		if i < len(old) && old[i] == ch.ID {
+			i++
+			copy(lk[:], ch.ID[:])
+			if v := local.Get(lk[:]); len(v) == localValueSize &&
+				int64(binary.BigEndian.Uint64(v)) == ch.Offset && binary.BigEndian.Uint32(v[8:]) == ch.Length {
+				continue
+			}
+		}
+		changed = append(changed, ch)
+	}
+	for ; i < len(old); i++ {
+		copy(lk[:], old[i][:])
+		copy(fk[fileNoSize:], old[i][:])
+		if err := fileChunks.Delete(fk[:]); err != nil {
+			return err
+		}
+		if err := local.Delete(lk[:]); err != nil {
+			return err
+		}
+	}
+	return putLocalChunks(tx, noKey, changed)
+}
 
 // putLocalChunks records chunks, sorted by id, as held by file noKey.
 func putLocalChunks(tx *bolt.Tx, noKey []byte, chunks []LocalChunk) error {
