@@ -203,26 +203,17 @@ func updateLocalChunks(tx *bolt.Tx, noKey []byte, chunks []LocalChunk, lo, hi ui
 		old = append(old, chunk.ID(k[fileNoSize:]))
 	}
 	// Deletes after the listing: see forgetFile.
-	var lk [localKeySize]byte
-	var fk [fileChunkKeyLen]byte
-	copy(lk[chunk.IDSize:], noKey)
-	copy(fk[:], noKey)
 	var changed []LocalChunk
 	i := 0
 	for _, ch := range chunks {
 		for ; i < len(old) && bytes.Compare(old[i][:], ch.ID[:]) < 0; i++ {
-			copy(lk[:], old[i][:])
-			copy(fk[fileNoSize:], old[i][:])
-			if err := fileChunks.Delete(fk[:]); err != nil {
-				return err
-			}
-			if err := local.Delete(lk[:]); err != nil {
+			if err := deleteLocalRecord(local, fileChunks, noKey, old[i]); err != nil {
 				return err
 			}
 		}
 		if i < len(old) && old[i] == ch.ID {
 			i++
-			copy(lk[:], ch.ID[:])
+			lk := localKey(ch.ID, noKey)
 			if v := local.Get(lk[:]); len(v) == localValueSize &&
 				int64(binary.BigEndian.Uint64(v)) == ch.Offset && binary.BigEndian.Uint32(v[8:]) == ch.Length {
 				continue
@@ -231,16 +222,32 @@ func updateLocalChunks(tx *bolt.Tx, noKey []byte, chunks []LocalChunk, lo, hi ui
 		changed = append(changed, ch)
 	}
 	for ; i < len(old); i++ {
-		copy(lk[:], old[i][:])
-		copy(fk[fileNoSize:], old[i][:])
-		if err := fileChunks.Delete(fk[:]); err != nil {
-			return err
-		}
-		if err := local.Delete(lk[:]); err != nil {
+		if err := deleteLocalRecord(local, fileChunks, noKey, old[i]); err != nil {
 			return err
 		}
 	}
 	return putLocalChunks(tx, noKey, changed)
+}
+
+// localKey is the key of chunk id's record for file noKey in the local
+// bucket: chunk id, then file number.
+func localKey(id chunk.ID, noKey []byte) (k [localKeySize]byte) {
+	copy(k[:], id[:])
+	copy(k[chunk.IDSize:], noKey)
+	return k
+}
+
+// deleteLocalRecord drops the record of chunk id for file noKey from both
+// buckets that hold it.
+func deleteLocalRecord(local, fileChunks *bolt.Bucket, noKey []byte, id chunk.ID) error {
+	var fk [fileChunkKeyLen]byte
+	copy(fk[:], noKey)
+	copy(fk[fileNoSize:], id[:])
+	if err := fileChunks.Delete(fk[:]); err != nil {
+		return err
+	}
+	lk := localKey(id, noKey)
+	return local.Delete(lk[:])
 }
 
 // putLocalChunks records chunks, sorted by id, as held by file noKey.
@@ -409,17 +416,8 @@ func forgetFile(tx *bolt.Tx, path string) error {
 		}
 		ids = append(ids, chunk.ID(k[fileNoSize:]))
 	}
-	var lk [localKeySize]byte
-	var fk [fileChunkKeyLen]byte
-	copy(lk[chunk.IDSize:], noKey)
-	copy(fk[:], noKey)
 	for _, id := range ids {
-		copy(lk[:], id[:])
-		copy(fk[fileNoSize:], id[:])
-		if err := fileChunks.Delete(fk[:]); err != nil {
-			return err
-		}
-		if err := local.Delete(lk[:]); err != nil {
+		if err := deleteLocalRecord(local, fileChunks, noKey, id); err != nil {
 			return err
 		}
 	}

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -361,7 +362,7 @@ func (p *pusher) upload(sp *packSpool) {
 		defer p.uploads.Done()
 		defer func() { <-p.upSem }()
 		defer sp.close()
-		if err := p.r.putImmutableFile(p.ctx, packKey(id), sp.f, size); err != nil {
+		if err := p.r.putImmutableBody(p.ctx, packKey(id), sp.f, size); err != nil {
 			p.fail(fmt.Errorf("upload pack %s: %w", id, err))
 			return
 		}
@@ -455,16 +456,13 @@ func (p *pusher) snapshot() TransferStats {
 // putImmutable writes a content-addressed object create-only. An existing
 // object with that name holds the same bytes, so it counts as success.
 func (r *Registry) putImmutable(ctx context.Context, key string, data []byte) error {
-	_, err := r.store.PutBytes(ctx, key, data, objectstore.PutOptions{IfNoneMatch: true})
-	if errors.Is(err, objectstore.ErrPreconditionFailed) {
-		return nil
-	}
-	return err
+	return r.putImmutableBody(ctx, key, bytes.NewReader(data), int64(len(data)))
 }
 
-// putImmutableFile is putImmutable for a pack spooled to f.
-func (r *Registry) putImmutableFile(ctx context.Context, key string, f *os.File, size int64) error {
-	_, err := r.store.Put(ctx, key, f, size, objectstore.PutOptions{IfNoneMatch: true})
+// putImmutableBody is putImmutable for size bytes of body (a spooled pack's
+// *os.File, which the folder store copies in the kernel).
+func (r *Registry) putImmutableBody(ctx context.Context, key string, body io.ReadSeeker, size int64) error {
+	_, err := r.store.Put(ctx, key, body, size, objectstore.PutOptions{IfNoneMatch: true})
 	if errors.Is(err, objectstore.ErrPreconditionFailed) {
 		return nil
 	}

@@ -63,6 +63,19 @@ func (r *Registry) loadRecipe(ctx context.Context, id chunk.ID) (*baseRecipe, er
 	return &baseRecipe{id: id, depth: len(ids) - 1, recipe: rec}, nil
 }
 
+// layerRecipe loads the recipe a chunked layer names; errors name the layer.
+func (r *Registry) layerRecipe(ctx context.Context, l manifest.Layer) (*baseRecipe, error) {
+	id, err := chunk.ParseID(l.Recipe)
+	if err != nil {
+		return nil, fmt.Errorf("layer %s: %w", l.Filename, err)
+	}
+	base, err := r.loadRecipe(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("layer %s: %w", l.Filename, err)
+	}
+	return base, nil
+}
+
 // resolveRecipe walks the patch chain of recipe id, reading each object
 // with read (which verifies it), and applies the patches to the full
 // recipe at its end. It returns the chain's IDs, from id down.

@@ -451,13 +451,9 @@ func (r *Registry) fetchLayers(ctx context.Context, dir, final string, m *manife
 	return r.fetch(ctx, func() ([]puller.File, error) {
 		files := make([]puller.File, 0, len(chunked))
 		for _, l := range chunked {
-			rid, err := chunk.ParseID(l.Recipe)
+			base, err := r.layerRecipe(ctx, l)
 			if err != nil {
-				return nil, fmt.Errorf("layer %s: %w", l.Filename, err)
-			}
-			base, err := r.loadRecipe(ctx, rid)
-			if err != nil {
-				return nil, fmt.Errorf("layer %s: %w", l.Filename, err)
+				return nil, err
 			}
 			if base.recipe.Size != l.Size {
 				return nil, fmt.Errorf("layer %s: %w: recipe has %d bytes, manifest %d", l.Filename, ErrCorruptStore, base.recipe.Size, l.Size)

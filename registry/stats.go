@@ -99,14 +99,11 @@ func (r *Registry) LayerStats(ctx context.Context, layer manifest.Layer) (LayerI
 		info.Legacy = true
 		return info, nil
 	}
-	id, err := chunk.ParseID(layer.Recipe)
+	base, err := r.layerRecipe(ctx, layer)
 	if err != nil {
-		return info, fmt.Errorf("layer %s: %w", layer.Filename, err)
+		return info, err
 	}
-	base, err := r.loadRecipe(ctx, id)
-	if err != nil {
-		return info, fmt.Errorf("layer %s: %w", layer.Filename, err)
-	}
+	id := base.id
 	info.ChainDepth = base.depth
 	info.RecipeKind = "full"
 	if base.depth > 0 {
