@@ -39,6 +39,7 @@ func (db *DB) Check() error {
 		}
 		checkPacks(tx, report)
 		checkLocal(tx, report)
+		checkDigests(tx, report)
 		return nil
 	})
 	if err != nil {

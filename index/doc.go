@@ -27,6 +27,9 @@
 // Validator (size, mtime, inode, device) taken when it was chunked;
 // FindLocal returns candidate copies. A pull must compare the validator
 // with a fresh stat and re-hash the bytes before using them.
+// RememberDigest and KnownDigest map a recipe's content key to the SHA-256
+// the node computed for those bytes, so content pushed again from a new
+// file (every VM save writes one) is not hashed twice.
 //
 // Check verifies the whole file (bbolt pages, meta, and that the buckets
 // agree). Package indextest runs it on every test database at cleanup.

@@ -68,7 +68,8 @@ var (
 	bucketLocal      = []byte("local")      // chunk id ‖ file no -> offset, length
 	bucketFileChunks = []byte("filechunks") // file no ‖ chunk id -> nil (to forget a file)
 	bucketDeleted    = []byte("deleted")    // pack id -> nil: packs a gc tombstone names; never added again
-	allBuckets       = [][]byte{bucketMeta, bucketPacks, bucketPending, bucketChunks, bucketIngested, bucketFiles, bucketPaths, bucketLocal, bucketFileChunks, bucketDeleted}
+	bucketDigests    = []byte("digests")    // recipe content key -> SHA-256 of those bytes
+	allBuckets       = [][]byte{bucketMeta, bucketPacks, bucketPending, bucketChunks, bucketIngested, bucketFiles, bucketPaths, bucketLocal, bucketFileChunks, bucketDeleted, bucketDigests}
 
 	keyMagic   = []byte("magic")
 	keyVersion = []byte("version")

@@ -1,6 +1,7 @@
 package manifest
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -107,6 +108,43 @@ func (r *Recipe) Equal(o *Recipe) bool {
 		}
 	}
 	return true
+}
+
+// contentKeyTag starts every content key, so a key can never equal the ID
+// of a chunk or an object; bump it if the key's layout changes.
+const contentKeyTag = "epoch-dedup content key v1\x00"
+
+// ContentKey names the bytes r describes: BLAKE3 over the size and every
+// extent (zero flag, length, chunk ID). Two valid recipes with the same key
+// describe the same bytes, because chunk IDs are BLAKE3 of their content;
+// the same bytes cut differently get different keys, so a key is a cache
+// key, never an identity check. The node index maps a key to the SHA-256
+// it once computed for those bytes, which lets a push of content it has
+// seen skip hashing the file again.
+func (r *Recipe) ContentKey() chunk.ID {
+	const rec = 1 + 8 + chunk.IDSize
+	h := chunk.NewHasher()
+	// Records go to the hasher 64 KiB at a time, not one Write per
+	// 41-byte extent (a 1 GiB memory file has 131072 of them).
+	buf := make([]byte, 0, 64<<10)
+	buf = append(buf, contentKeyTag...)
+	buf = binary.BigEndian.AppendUint64(buf, uint64(r.Size))
+	for i := range r.Extents {
+		if len(buf)+rec > cap(buf) {
+			_, _ = h.Write(buf)
+			buf = buf[:0]
+		}
+		e := &r.Extents[i]
+		if e.Zero {
+			buf = append(buf, 0)
+		} else {
+			buf = append(buf, 1)
+		}
+		buf = binary.BigEndian.AppendUint64(buf, e.Length)
+		buf = append(buf, e.ID[:]...)
+	}
+	_, _ = h.Write(buf)
+	return h.Sum()
 }
 
 // checkExtent checks one extent on its own (no context).

@@ -477,3 +477,54 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	}
 }
+
+func TestRecipe_ContentKey(t *testing.T) {
+	base := func() *manifest.Recipe {
+		r := &manifest.Recipe{}
+		r.AppendData(idOf(1), 4096)
+		r.AppendZero(8192)
+		r.AppendData(idOf(2), 4096)
+		return r
+	}
+	// Enough extents that the key's records span several hasher writes.
+	long := func() *manifest.Recipe {
+		r := &manifest.Recipe{}
+		for i := range uint64(5000) {
+			r.AppendData(idOf(i+1), 4096)
+		}
+		return r
+	}
+	tests := []struct {
+		name   string
+		change func(r *manifest.Recipe)
+		same   bool
+	}{
+		{"unchanged", func(*manifest.Recipe) {}, true},
+		{"other chunk", func(r *manifest.Recipe) { r.Extents[2].ID = idOf(3) }, false},
+		{"other length", func(r *manifest.Recipe) { r.Extents[0].Length, r.Size = 4095, r.Size-1 }, false},
+		{"longer hole", func(r *manifest.Recipe) { r.Extents[1].Length, r.Size = 12288, r.Size+4096 }, false},
+		{"data where the hole was", func(r *manifest.Recipe) { r.Extents[1] = manifest.Extent{Length: 8192, ID: idOf(4)} }, false},
+		{"extents swapped", func(r *manifest.Recipe) { r.Extents[0], r.Extents[2] = r.Extents[2], r.Extents[0] }, false},
+		{"extra extent", func(r *manifest.Recipe) { r.AppendData(idOf(5), 1) }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := base()
+			tt.change(r)
+			if got := r.ContentKey() == base().ContentKey(); got != tt.same {
+				t.Errorf("same key = %v, want %v", got, tt.same)
+			}
+		})
+	}
+	l1, l2 := long(), long()
+	if l1.ContentKey() != l2.ContentKey() {
+		t.Error("key of a long recipe is not stable")
+	}
+	l2.Extents[4999].ID = idOf(1)
+	if l1.ContentKey() == l2.ContentKey() {
+		t.Error("last extent of a long recipe does not change its key")
+	}
+	if base().ContentKey() == chunk.Sum(nil) || (&manifest.Recipe{}).ContentKey() == chunk.Sum(nil) {
+		t.Error("a content key equals a chunk id")
+	}
+}

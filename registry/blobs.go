@@ -453,12 +453,19 @@ func syncDir(dir string) error {
 // found costs one re-sync (tombstones first, then the new index objects)
 // and one resumed run, which keeps every chunk already written. A second
 // not-found is an error: the store itself lacks the chunk.
-func (r *Registry) fetch(ctx context.Context, build func() ([]puller.File, error), progress Progress, start time.Time) (puller.Stats, error) {
+func (r *Registry) fetch(ctx context.Context, build func() ([]puller.File, error), progress Progress, start time.Time) (_ puller.Stats, err error) {
 	eng := puller.New(r.idx, r.packReader(), &puller.Options{Concurrency: r.opts.concurrency})
 	files, err := build()
 	if err != nil {
 		return puller.Stats{}, err
 	}
+	// Keys now, while the recipes are at hand; a retry builds the same.
+	keys := contentKeys(files)
+	defer func() {
+		if err == nil {
+			r.rememberDigests(keys)
+		}
+	}()
 	// files is not kept: the engine lets the recipes go once it has
 	// planned (see puller.File.Record); a retry builds them again.
 	first, err := eng.Fetch(ctx, files, progressAdapter(progress, start))
@@ -479,4 +486,33 @@ func (r *Registry) fetch(ctx context.Context, build func() ([]puller.File, error
 	st.DownloadedBytes += first.DownloadedBytes
 	st.Requests += first.Requests
 	return st, err
+}
+
+// contentDigest pairs a recipe's content key with the SHA-256 of its bytes.
+type contentDigest struct {
+	key    chunk.ID
+	digest string
+}
+
+func contentKeys(files []puller.File) []contentDigest {
+	keys := make([]contentDigest, 0, len(files))
+	for _, f := range files {
+		if f.Recipe != nil {
+			keys = append(keys, contentDigest{f.Recipe.ContentKey(), f.Digest})
+		}
+	}
+	return keys
+}
+
+// rememberDigests records the digests a pull verified for its files'
+// content, so a push of that content from another file need not hash it
+// (see fileHash). Failure costs only that hashing later.
+func (r *Registry) rememberDigests(keys []contentDigest) {
+	for _, k := range keys {
+		var d [index.DigestSize]byte
+		if n, err := hex.Decode(d[:], []byte(k.digest)); err != nil || n != len(d) {
+			continue
+		}
+		_ = r.idx.RememberDigest(k.key, d)
+	}
 }

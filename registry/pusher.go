@@ -61,19 +61,31 @@ type batch struct {
 	buf   []byte
 	items []item
 	refs  sync.WaitGroup
+	file  *fileHash
+	// offset is the file offset of the first item; eof marks the empty
+	// batch that ends a file (it is never recycled).
+	offset int64
+	eof    bool
 }
 
 // pusher moves chunks of one or more files into packs in the store. One
 // pusher serves one push so small files share packs.
+//
+// Batches flow split -> classify -> (hash, pack): the caller's goroutine
+// reads and chunks, one goroutine looks the chunks up in the node index,
+// one hashes the file with SHA-256 and one packs the new chunks, so the
+// index lookups no longer wait for the reads and the reads not for them.
 type pusher struct {
-	r        *Registry
-	ctx      context.Context
-	cancel   context.CancelCauseFunc
-	free     chan *batch
-	toPack   chan *batch
-	packDone chan struct{}
-	uploads  sync.WaitGroup
-	upSem    chan struct{}
+	r          *Registry
+	ctx        context.Context
+	cancel     context.CancelCauseFunc
+	free       chan *batch
+	toClassify chan *batch
+	toPack     chan *batch
+	classified chan struct{}
+	packDone   chan struct{}
+	uploads    sync.WaitGroup
+	upSem      chan struct{}
 
 	mu      sync.Mutex
 	pending map[chunk.ID]struct{} // queued in this push, not yet indexed
@@ -93,9 +105,11 @@ func (r *Registry) newPusher(ctx context.Context, progress Progress) *pusher {
 	ctx, cancel := context.WithCancelCause(ctx)
 	p := &pusher{
 		r: r, ctx: ctx, cancel: cancel,
-		free:     make(chan *batch, freeBatches),
-		toPack:   make(chan *batch, freeBatches),
-		packDone: make(chan struct{}),
+		free:       make(chan *batch, freeBatches),
+		toClassify: make(chan *batch, freeBatches),
+		toPack:     make(chan *batch, freeBatches),
+		classified: make(chan struct{}),
+		packDone:   make(chan struct{}),
 		// Two packs in flight keep the uploads busy; more only holds memory.
 		upSem:    make(chan struct{}, 2),
 		pending:  make(map[chunk.ID]struct{}),
@@ -105,6 +119,7 @@ func (r *Registry) newPusher(ctx context.Context, progress Progress) *pusher {
 	for range freeBatches {
 		p.free <- &batch{buf: make([]byte, 0, batchBytes+256<<10)}
 	}
+	go p.classifyLoop()
 	go p.packLoop()
 	return p
 }
@@ -134,6 +149,60 @@ type fileResult struct {
 	// knownRecipe is set instead of recipe for a file the store already
 	// holds under its digest (a base image), which was not read again.
 	knownRecipe chunk.ID
+	// remembered: the digest came from the node index (the recipe's
+	// content key), not from hashing the file again.
+	remembered bool
+}
+
+// fileHash is the SHA-256 of one file being pushed.
+//
+// Hashing starts only at the first batch that holds a chunk the store
+// lacks: content the store holds entirely (the same memory written again
+// to a new file, as every VM save does) may be content the node hashed
+// before, whose digest the index remembers under its recipe's content key.
+// Then the file is never hashed: its chunks, hashed with BLAKE3 anyway,
+// name the bytes. Started late, the hasher first reads the skipped prefix
+// back from the file; a file that changes meanwhile is caught by its
+// validator (see addFile).
+type fileHash struct {
+	h   hash.Hash
+	f   *os.File
+	ch  chan *batch
+	eof chan struct{} // closed once the classifier has seen the whole file
+
+	started bool // whether batches go to ch; the classifier's alone
+	done    chan struct{}
+	err     error // of reading the prefix back; read after done
+}
+
+func newFileHash(f *os.File) *fileHash {
+	return &fileHash{h: sha256.New(), f: f, ch: make(chan *batch, freeBatches), eof: make(chan struct{}), done: make(chan struct{})}
+}
+
+// start begins hashing at file offset from, reading [0, from) back first.
+func (fh *fileHash) start(from int64) {
+	fh.started = true
+	go func() {
+		defer close(fh.done)
+		if from > 0 {
+			fh.err = fh.readBack(from)
+		}
+		for b := range fh.ch {
+			if fh.err == nil {
+				hashBatch(fh.h, b)
+			}
+			b.refs.Done()
+		}
+	}()
+}
+
+// readBack hashes the first n bytes of the file, read from it again.
+func (fh *fileHash) readBack(n int64) error {
+	_, err := io.Copy(fh.h, io.NewSectionReader(fh.f, 0, n))
+	if err != nil {
+		return fmt.Errorf("read back for SHA-256: %w", err)
+	}
+	return nil
 }
 
 // addFile chunks path, queues its new chunks for packing and returns its
@@ -162,21 +231,16 @@ func (p *pusher) addFile(path string) (*fileResult, error) {
 		return nil, fmt.Errorf("push %s: %w", path, err)
 	}
 
-	h := sha256.New()
-	hashed := make(chan *batch, freeBatches)
-	hashDone := make(chan struct{})
-	go func() {
-		defer close(hashDone)
-		for b := range hashed {
-			hashBatch(h, b)
-			b.refs.Done()
-		}
-	}()
-
+	fh := newFileHash(f)
 	recipe := &manifest.Recipe{Extents: make([]manifest.Extent, 0, params.ExtentsHint(regions))}
-	err = p.split(sp, recipe, hashed)
-	close(hashed)
-	<-hashDone
+	err = p.split(sp, recipe, fh)
+	<-fh.eof
+	if fh.started {
+		<-fh.done
+	}
+	if err == nil {
+		err = p.failed()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("push %s: %w", path, err)
 	}
@@ -186,12 +250,52 @@ func (p *pusher) addFile(path string) (*fileResult, error) {
 	if recipe.Size != size {
 		return nil, fmt.Errorf("push %s: file changed while it was read (%d bytes chunked, %d expected)", path, recipe.Size, size)
 	}
+	digest, remembered, err := p.fileDigest(fh, recipe, fi)
+	if err != nil {
+		return nil, fmt.Errorf("push %s: %w", path, err)
+	}
 	atomic.AddInt64(&p.stats.Files, 1)
 	atomic.AddInt64(&p.stats.RawBytes, size)
 	return &fileResult{
-		recipe: recipe, digest: hex.EncodeToString(h.Sum(nil)),
+		recipe: recipe, digest: digest, remembered: remembered,
 		size: size, mode: fi.Mode().Perm(), params: params,
 	}, nil
+}
+
+// fileDigest finishes the SHA-256 of a chunked file: from the hasher if
+// it ran, else from the digest the node remembers for the recipe's
+// content, else by reading the file again. Bytes read back must be the
+// bytes chunked: the file's validator (size, mtime, inode) must not have
+// changed since it was opened. A digest computed here is remembered.
+func (p *pusher) fileDigest(fh *fileHash, recipe *manifest.Recipe, before os.FileInfo) (string, bool, error) {
+	key := recipe.ContentKey()
+	if !fh.started {
+		d, ok, err := p.r.idx.KnownDigest(key)
+		if err != nil {
+			return "", false, err
+		}
+		if ok {
+			return hex.EncodeToString(d[:]), true, nil
+		}
+		if err := fh.readBack(recipe.Size); err != nil {
+			return "", false, err
+		}
+	} else if fh.err != nil {
+		return "", false, fh.err
+	}
+	after, err := fh.f.Stat()
+	if err != nil {
+		return "", false, err
+	}
+	if index.ValidatorFor(after) != index.ValidatorFor(before) {
+		return "", false, errors.New("file changed while it was read")
+	}
+	var d [index.DigestSize]byte
+	fh.h.Sum(d[:0])
+	if err := p.r.idx.RememberDigest(key, d); err != nil {
+		return "", false, err
+	}
+	return hex.EncodeToString(d[:]), false, nil
 }
 
 var zeroPage [64 << 10]byte
@@ -210,27 +314,33 @@ func hashBatch(h hash.Hash, b *batch) {
 	}
 }
 
-// split runs the splitter, filling batches that go to the hasher and the
-// packer.
-func (p *pusher) split(sp *chunk.Splitter, recipe *manifest.Recipe, hashed chan<- *batch) error {
+// split runs the splitter, filling batches for the classifier, and ends
+// the file with an eof batch. On error the eof batch is still sent, so the
+// file's hasher always ends.
+func (p *pusher) split(sp *chunk.Splitter, recipe *manifest.Recipe, fh *fileHash) error {
 	var b *batch
-	flush := func() error {
-		if b == nil || len(b.items) == 0 {
-			return nil
-		}
-		if err := p.classify(b); err != nil {
-			return err
-		}
-		b.refs.Add(2)
-		hashed <- b
-		p.toPack <- b
-		b = nil
-		return nil
+	var offset int64
+	send := func(b *batch) {
+		b.file = fh
+		p.toClassify <- b
 	}
+	flush := func() {
+		if b != nil && len(b.items) > 0 {
+			send(b)
+			b = nil
+		}
+	}
+	defer func() {
+		if b != nil {
+			p.free <- b
+		}
+		send(&batch{eof: true})
+	}()
 	for {
 		c, err := sp.Next()
 		if errors.Is(err, io.EOF) {
-			return flush()
+			flush()
+			return nil
 		}
 		if err != nil {
 			return err
@@ -247,25 +357,62 @@ func (p *pusher) split(sp *chunk.Splitter, recipe *manifest.Recipe, hashed chan<
 				return context.Cause(p.ctx)
 			}
 			b.refs.Wait() // the previous users of this batch are done
-			b.buf, b.items = b.buf[:0], b.items[:0]
+			b.buf, b.items, b.offset = b.buf[:0], b.items[:0], offset
 		}
 		it := item{zero: c.Zero, length: int64(c.Length), id: c.ID, start: len(b.buf)}
 		if !c.Zero {
 			b.buf = append(b.buf, c.Data...)
 		}
 		b.items = append(b.items, it)
+		offset += int64(c.Length)
 		if len(b.buf) >= batchBytes || len(b.items) >= batchChunks {
-			if err := flush(); err != nil {
-				return err
-			}
+			flush()
 		}
+	}
+}
+
+// classifyLoop classifies each batch and hands it to its file's hasher
+// (once hashing started) and to the packer. After a failure batches go
+// straight back to the free list.
+func (p *pusher) classifyLoop() {
+	defer close(p.classified)
+	for b := range p.toClassify {
+		fh := b.file
+		if b.eof {
+			if fh.started {
+				close(fh.ch)
+			}
+			close(fh.eof)
+			continue
+		}
+		if p.ctx.Err() != nil {
+			p.free <- b
+			continue
+		}
+		lacking, err := p.classify(b)
+		if err != nil {
+			p.fail(err)
+			p.free <- b
+			continue
+		}
+		if lacking && !fh.started {
+			fh.start(b.offset)
+		}
+		if fh.started {
+			b.refs.Add(2)
+			fh.ch <- b
+		} else {
+			b.refs.Add(1)
+		}
+		p.toPack <- b
 	}
 }
 
 // classify marks the chunks of b the store lacks and that no earlier batch
 // of this push queued. A chunk located only in packs a gc plan condemns
-// counts as lacking (see GC.md).
-func (p *pusher) classify(b *batch) error {
+// counts as lacking (see GC.md). It reports whether the store lacks any
+// chunk of b (queued by this push or not).
+func (p *pusher) classify(b *batch) (lacking bool, err error) {
 	var ids []chunk.ID
 	var where []int
 	for i, it := range b.items {
@@ -278,14 +425,13 @@ func (p *pusher) classify(b *batch) error {
 	atomic.AddInt64(&p.stats.Chunks, int64(len(ids)))
 	known := make([]bool, len(ids))
 	mark := func(i int, _ index.Location, ok bool) { known[i] = ok }
-	var err error
 	if len(p.condemned) > 0 {
 		err = p.r.idx.LookupManyAccept(ids, func(pack chunk.ID) bool { return !p.condemned[pack] }, mark)
 	} else {
 		err = p.r.idx.LookupMany(ids, mark)
 	}
 	if err != nil {
-		return fmt.Errorf("look up chunks: %w", err)
+		return false, fmt.Errorf("look up chunks: %w", err)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -296,6 +442,7 @@ func (p *pusher) classify(b *batch) error {
 			atomic.AddInt64(&p.stats.ReusedBytes, it.length)
 			continue
 		}
+		lacking = true
 		if _, queued := p.pending[it.id]; queued {
 			atomic.AddInt64(&p.stats.ReusedBytes, it.length)
 			continue
@@ -305,7 +452,7 @@ func (p *pusher) classify(b *batch) error {
 		atomic.AddInt64(&p.stats.NewChunks, 1)
 		atomic.AddInt64(&p.stats.NewBytes, it.length)
 	}
-	return nil
+	return lacking, nil
 }
 
 // packLoop adds new chunks to packs and hands full packs to uploaders.
@@ -413,6 +560,8 @@ func (r *Registry) writeIndexObject(ctx context.Context, packs []index.PackRecor
 // finish flushes the last pack and waits for every upload (each pack
 // uploads its own index object).
 func (p *pusher) finish() error {
+	close(p.toClassify)
+	<-p.classified
 	close(p.toPack)
 	<-p.packDone
 	p.uploads.Wait()

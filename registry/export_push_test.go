@@ -1,0 +1,13 @@
+package registry
+
+import "context"
+
+// PushBlobRemembered is PushBlob also reporting whether the digest came
+// from the node's memory of the content instead of hashing the file.
+func (r *Registry) PushBlobRemembered(ctx context.Context, path string) (digest string, remembered bool, err error) {
+	res, _, err := r.PushBlobStats(ctx, path, nil)
+	if err != nil {
+		return "", false, err
+	}
+	return res.digest, res.remembered, nil
+}

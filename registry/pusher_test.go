@@ -1,0 +1,112 @@
+package registry_test
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/cocoonstack/epoch-dedup/objectstore/objectstoretest"
+)
+
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPushBlob_DigestSources checks the three ways a push gets a file's
+// SHA-256 (hashing as it reads, reading the file back once chunks the
+// store lacks show up late, or the digest the node remembers for content
+// it has hashed before): each gives the file's true digest.
+func TestPushBlob_DigestSources(t *testing.T) {
+	ctx := context.Background()
+	for name, store := range objectstoretest.Stores(t) {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			orig := filepath.Join(dir, "memory-ranges")
+			// 2048 pages: several 2 MiB batches, so a change in the last
+			// pages starts the hasher well into the file.
+			writeImage(t, orig, 2048, 11)
+			r1, r2 := newRegistry(t, store), newRegistry(t, store)
+			steps := []struct {
+				name       string
+				make       func(path string)
+				push       func(context.Context, string) (string, bool, error)
+				remembered bool
+			}{
+				{"first push", func(p string) { copyFile(t, orig, p) }, r1.PushBlobRemembered, false},
+				{"same content, new file", func(p string) { copyFile(t, orig, p) }, r1.PushBlobRemembered, true},
+				{"same content, another node", func(p string) { copyFile(t, orig, p) }, r2.PushBlobRemembered, false},
+				{"same content, another node again", func(p string) { copyFile(t, orig, p) }, r2.PushBlobRemembered, true},
+				{"new pages at the end", func(p string) {
+					copyFile(t, orig, p)
+					f, err := os.OpenFile(p, os.O_RDWR, 0)
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer f.Close()
+					buf := make([]byte, 16*page)
+					for i := range buf {
+						buf[i] = byte(i*7 + i/page)
+					}
+					if _, err := f.WriteAt(buf, 2000*page); err != nil {
+						t.Fatal(err)
+					}
+				}, r1.PushBlobRemembered, false},
+			}
+			for i, s := range steps {
+				path := filepath.Join(dir, "v"+string(rune('0'+i)), "memory-ranges")
+				if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				s.make(path)
+				digest, remembered, err := s.push(ctx, path)
+				if err != nil {
+					t.Fatalf("%s: %v", s.name, err)
+				}
+				if want := fileDigest(t, path); digest != want {
+					t.Fatalf("%s: digest %s, want %s", s.name, digest, want)
+				}
+				if remembered != s.remembered {
+					t.Errorf("%s: digest remembered = %v, want %v", s.name, remembered, s.remembered)
+				}
+				out := filepath.Join(dir, "out"+string(rune('0'+i)))
+				if err := newRegistry(t, store).PullBlob(ctx, digest, out); err != nil {
+					t.Fatalf("%s: pull: %v", s.name, err)
+				}
+				sameFile(t, path, out)
+			}
+			// A node that pulled the content verified its digest: pushing
+			// it again from a copy needs no hashing either.
+			r3 := newRegistry(t, store)
+			pulled := filepath.Join(dir, "pulled")
+			if err := r3.PullBlob(ctx, fileDigest(t, orig), pulled); err != nil {
+				t.Fatal(err)
+			}
+			again := filepath.Join(dir, "again", "memory-ranges")
+			if err := os.MkdirAll(filepath.Dir(again), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			copyFile(t, pulled, again)
+			digest, remembered, err := r3.PushBlobRemembered(ctx, again)
+			if err != nil || digest != fileDigest(t, orig) || !remembered {
+				t.Fatalf("push of pulled content = %s, remembered %v, %v", digest, remembered, err)
+			}
+		})
+	}
+}
