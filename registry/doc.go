@@ -33,6 +33,17 @@
 // ETag, so concurrent pushers from many machines never lose each other's
 // tags.
 //
+// A push reads each file once: one stage chunks it and hashes the chunks
+// (BLAKE3, on every core), one looks them up in the node index, one packs
+// the new ones, and one computes the file's SHA-256. That last one starts
+// at the first chunk the store lacks. A file made only of known chunks
+// (the same memory saved again to a new file) is then not hashed at all if
+// the node has hashed, or pulled and verified, content with the same
+// recipe before: the node index remembers each recipe's SHA-256 under a
+// key of its chunk IDs (manifest.Recipe.ContentKey), and chunk IDs name
+// their bytes. Otherwise the file is read back and hashed, and must not
+// have changed (size, mtime, inode) since it was opened.
+//
 // # Garbage collection
 //
 // GC (docs/GC.md) deletes what no kept manifest needs without a lock: any
