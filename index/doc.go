@@ -56,12 +56,15 @@
 // every pack. A Lookup in that index takes ~1.4-1.9 µs, LookupMany
 // ~0.7-0.8 µs per id.
 //
-// A merge and AddLocalFile end by unmapping the file pages they touched
-// (madvise MADV_DONTNEED on Linux; the pages stay in the page cache): the
-// kernel counts every touched page of the mapping in the process's RSS.
+// A merge and AddLocalFile unmap the file pages they touched after each
+// range of ids (madvise MADV_DONTNEED on Linux; the pages stay in the page
+// cache): the kernel counts every touched page of the mapping in the
+// process's RSS, and the next range touches other leaves anyway.
 // Pushing a 4 GiB memory file (4 KiB pages) into an empty store peaked at
 // 935 MiB RSS before the slices and the unmapping, 567 MiB after, in the
-// same time.
+// same time; unmapping per range instead of once at the end took the
+// mapped pages of a cold pull of that file (ingesting the store's index
+// objects) from 111 to 71 MiB.
 //
 // # Caveats
 //

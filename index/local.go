@@ -143,8 +143,11 @@ func (db *DB) AddLocalFile(path string, v Validator, chunks iter.Seq[LocalChunk]
 		if replaced {
 			break
 		}
+		// The next range touches other leaves: unmap this one's (see
+		// Merge), or recording a 4 GiB memory file ends with the whole
+		// local tree mapped.
+		db.dropResident()
 	}
-	db.dropResident()
 	if err != nil {
 		return fmt.Errorf("add local file %s: %w", path, err)
 	}

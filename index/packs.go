@@ -186,8 +186,11 @@ func (db *DB) Merge() error {
 			delete(db.pending, chunk.ID(recs[i][:chunk.IDSize]))
 		}
 		db.mu.Unlock()
+		// The pages this range touched (the pending packs' tables, the
+		// range's leaves) are not needed by the next: a merge that
+		// unmapped them only at its end held the whole tree mapped.
+		db.dropResident()
 	}
-	db.dropResident()
 	err = db.bolt.Update(func(tx *bolt.Tx) error {
 		pendingB := tx.Bucket(bucketPending)
 		for _, k := range packIDs {

@@ -13,7 +13,7 @@ import (
 // fault. Done inside a read transaction, which keeps bbolt from remapping
 // the file meanwhile. Failure only means the pages stay mapped.
 //
-// Merge and AddLocalFile call it once they are done, and lookups of more
+// Merge and AddLocalFile call it after each range of ids, and lookups of more
 // than one slice after each slice (see sliced); smaller lookups do not: a
 // push of a 4 GiB memory file that dropped the pages after every
 // LookupMany took 44 s instead of 26 s, refaulting them.
