@@ -165,18 +165,22 @@ type fileResult struct {
 // back from the file; a file that changes meanwhile is caught by its
 // validator (see addFile).
 type fileHash struct {
-	h   hash.Hash
-	f   *os.File
-	ch  chan *batch
-	eof chan struct{} // closed once the classifier has seen the whole file
+	h       hash.Hash
+	f       *os.File
+	regions []chunk.Region // the file's data; holes are not read back
+	ch      chan *batch
+	eof     chan struct{} // closed once the classifier has seen the whole file
 
 	started bool // whether batches go to ch; the classifier's alone
 	done    chan struct{}
 	err     error // of reading the prefix back; read after done
 }
 
-func newFileHash(f *os.File) *fileHash {
-	return &fileHash{h: sha256.New(), f: f, ch: make(chan *batch, freeBatches), eof: make(chan struct{}), done: make(chan struct{})}
+func newFileHash(f *os.File, regions []chunk.Region) *fileHash {
+	return &fileHash{
+		h: sha256.New(), f: f, regions: regions,
+		ch: make(chan *batch, freeBatches), eof: make(chan struct{}), done: make(chan struct{}),
+	}
 }
 
 // start begins hashing at file offset from, reading [0, from) back first.
@@ -196,12 +200,30 @@ func (fh *fileHash) start(from int64) {
 	}()
 }
 
-// readBack hashes the first n bytes of the file, read from it again.
+// readBack hashes the first n bytes of the file, reading its data regions
+// again and feeding zeros for the holes between them.
 func (fh *fileHash) readBack(n int64) error {
-	_, err := io.Copy(fh.h, io.NewSectionReader(fh.f, 0, n))
-	if err != nil {
-		return fmt.Errorf("read back for SHA-256: %w", err)
+	buf := make([]byte, 1<<20)
+	var pos int64
+	zeros := func(end int64) {
+		for pos < end {
+			k := min(end-pos, int64(len(zeroPage)))
+			fh.h.Write(zeroPage[:k])
+			pos += k
+		}
 	}
+	for _, r := range fh.regions {
+		if r.Offset >= n {
+			break
+		}
+		zeros(r.Offset)
+		end := min(r.End(), n)
+		if _, err := io.CopyBuffer(fh.h, io.NewSectionReader(fh.f, pos, end-pos), buf); err != nil {
+			return fmt.Errorf("read back for SHA-256: %w", err)
+		}
+		pos = end
+	}
+	zeros(n)
 	return nil
 }
 
@@ -231,7 +253,7 @@ func (p *pusher) addFile(path string) (*fileResult, error) {
 		return nil, fmt.Errorf("push %s: %w", path, err)
 	}
 
-	fh := newFileHash(f)
+	fh := newFileHash(f, regions)
 	recipe := &manifest.Recipe{Extents: make([]manifest.Extent, 0, params.ExtentsHint(regions))}
 	err = p.split(sp, recipe, fh)
 	<-fh.eof

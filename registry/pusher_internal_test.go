@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cocoonstack/epoch-dedup/chunk"
 	"github.com/cocoonstack/epoch-dedup/manifest"
 	"github.com/cocoonstack/epoch-dedup/objectstore"
 )
@@ -67,7 +68,7 @@ func TestFileDigest_ReadBack(t *testing.T) {
 			recipe.AppendData(sha256.Sum256([]byte(tt.name)), uint32(len(content)))
 			p := r.newPusher(ctx, nil)
 			defer func() { _ = p.finish() }()
-			digest, remembered, err := p.fileDigest(newFileHash(f), recipe, fi)
+			digest, remembered, err := p.fileDigest(newFileHash(f, []chunk.Region{{Length: fi.Size()}}), recipe, fi)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tt.wantErr)

@@ -91,6 +91,12 @@ func TestPushBlob_DigestSources(t *testing.T) {
 				}
 				sameFile(t, path, out)
 			}
+			// The sparse original on a node that has not hashed it: its
+			// chunks are known, so it is read back, holes as zeros.
+			digest, remembered, err := newRegistry(t, store).PushBlobRemembered(ctx, orig)
+			if err != nil || digest != fileDigest(t, orig) || remembered {
+				t.Fatalf("push of the sparse original = %s, remembered %v, %v", digest, remembered, err)
+			}
 			// A node that pulled the content verified its digest: pushing
 			// it again from a copy needs no hashing either.
 			r3 := newRegistry(t, store)
@@ -103,7 +109,7 @@ func TestPushBlob_DigestSources(t *testing.T) {
 				t.Fatal(err)
 			}
 			copyFile(t, pulled, again)
-			digest, remembered, err := r3.PushBlobRemembered(ctx, again)
+			digest, remembered, err = r3.PushBlobRemembered(ctx, again)
 			if err != nil || digest != fileDigest(t, orig) || !remembered {
 				t.Fatalf("push of pulled content = %s, remembered %v, %v", digest, remembered, err)
 			}
