@@ -41,6 +41,13 @@ func (r *Registry) PushBlob(ctx context.Context, filePath string) (string, int64
 
 // PushBlobStats is PushBlob reporting progress and what was transferred.
 func (r *Registry) PushBlobStats(ctx context.Context, filePath string, progress Progress) (*fileResult, TransferStats, error) {
+	return r.pushBlob(ctx, filePath, progress, "")
+}
+
+// pushBlob is PushBlobStats; verified, when set, is the SHA-256 the file's
+// content was already checked against, which the push then does not
+// compute again.
+func (r *Registry) pushBlob(ctx context.Context, filePath string, progress Progress, verified string) (*fileResult, TransferStats, error) {
 	if err := r.init(ctx); err != nil {
 		return nil, TransferStats{}, err
 	}
@@ -51,7 +58,7 @@ func (r *Registry) PushBlobStats(ctx context.Context, filePath string, progress 
 	before := r.store.Stats()
 	p := r.newPusher(ctx, progress)
 	p.condemned = guard.condemned
-	res, err := p.addFile(filePath)
+	res, err := p.addFile(filePath, verified)
 	if err != nil {
 		p.abort(err)
 		return nil, TransferStats{}, err
@@ -143,14 +150,10 @@ func (r *Registry) PushBlobFromStream(ctx context.Context, digest string, body i
 	if err := tmp.Sync(); err != nil {
 		return fmt.Errorf("push blob %s: spool: %w", digest, err)
 	}
-	res, _, err := r.PushBlobStats(ctx, tmp.Name(), nil)
-	if err != nil {
-		return err
-	}
-	if res.digest != digest {
-		return fmt.Errorf("push blob %s: %w: spooled file changed (%s)", digest, ErrDigestMismatch, res.digest)
-	}
-	return nil
+	// The spool is ours and was hashed on its way in: the push does not
+	// hash it a second time.
+	_, _, err = r.pushBlob(ctx, tmp.Name(), nil, digest)
+	return err
 }
 
 func streamLen(n, size int64) string {

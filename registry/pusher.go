@@ -171,6 +171,8 @@ type fileHash struct {
 	ch      chan *batch
 	eof     chan struct{} // closed once the classifier has seen the whole file
 
+	verified string // the digest, checked by the caller: never start
+
 	started bool // whether batches go to ch; the classifier's alone
 	done    chan struct{}
 	err     error // of reading the prefix back; read after done
@@ -228,8 +230,10 @@ func (fh *fileHash) readBack(n int64) error {
 }
 
 // addFile chunks path, queues its new chunks for packing and returns its
-// recipe and SHA-256 digest. Holes of sparse files are not read.
-func (p *pusher) addFile(path string) (*fileResult, error) {
+// recipe and SHA-256 digest. Holes of sparse files are not read. verified,
+// when set, is the digest the caller already checked the file's content
+// against (a spooled stream): the file is then not hashed.
+func (p *pusher) addFile(path, verified string) (*fileResult, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("push %s: %w", path, err)
@@ -254,6 +258,7 @@ func (p *pusher) addFile(path string) (*fileResult, error) {
 	}
 
 	fh := newFileHash(f, regions)
+	fh.verified = verified
 	recipe := &manifest.Recipe{Extents: make([]manifest.Extent, 0, params.ExtentsHint(regions))}
 	err = p.split(sp, recipe, fh)
 	<-fh.eof
@@ -284,13 +289,23 @@ func (p *pusher) addFile(path string) (*fileResult, error) {
 	}, nil
 }
 
-// fileDigest finishes the SHA-256 of a chunked file: from the hasher if
-// it ran, else from the digest the node remembers for the recipe's
-// content, else by reading the file again. Bytes read back must be the
+// fileDigest finishes the SHA-256 of a chunked file: the caller's verified
+// digest if any, else from the hasher if it ran, else from the digest the
+// node remembers for the recipe's content, else by reading the file again. Bytes read back must be the
 // bytes chunked: the file's validator (size, mtime, inode) must not have
 // changed since it was opened. A digest computed here is remembered.
 func (p *pusher) fileDigest(fh *fileHash, recipe *manifest.Recipe, before os.FileInfo) (string, bool, error) {
 	key := recipe.ContentKey()
+	if fh.verified != "" {
+		var d [index.DigestSize]byte
+		if n, err := hex.Decode(d[:], []byte(fh.verified)); err != nil || n != len(d) {
+			return "", false, fmt.Errorf("verified digest %q: not SHA-256 hex", fh.verified)
+		}
+		if err := p.r.idx.RememberDigest(key, d); err != nil {
+			return "", false, err
+		}
+		return fh.verified, false, nil
+	}
 	if !fh.started {
 		d, ok, err := p.r.idx.KnownDigest(key)
 		if err != nil {
@@ -417,7 +432,7 @@ func (p *pusher) classifyLoop() {
 			p.free <- b
 			continue
 		}
-		if lacking && !fh.started {
+		if lacking && !fh.started && fh.verified == "" {
 			fh.start(b.offset)
 		}
 		if fh.started {

@@ -116,3 +116,43 @@ func TestPushBlob_DigestSources(t *testing.T) {
 		})
 	}
 }
+
+// TestPushBlobFromStream_Digest checks that a stream, hashed once on its
+// way into the spool, is stored under its digest and that the node then
+// knows that digest for the content: a push of the same bytes from a file
+// is not hashed.
+func TestPushBlobFromStream_Digest(t *testing.T) {
+	ctx := context.Background()
+	for name, store := range objectstoretest.Stores(t) {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			// Named as no Cocoon file is, so it gets the chunker the
+			// spooled stream gets (a recipe's key depends on the cut).
+			src := filepath.Join(dir, "blob.bin")
+			writeImage(t, src, 700, 21)
+			digest := fileDigest(t, src)
+			fi, err := os.Stat(src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			in, err := os.Open(src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer in.Close()
+			r := newRegistry(t, store)
+			if err := r.PushBlobFromStream(ctx, digest, in, fi.Size()); err != nil {
+				t.Fatal(err)
+			}
+			out := filepath.Join(dir, "out")
+			if err := newRegistry(t, store).PullBlob(ctx, digest, out); err != nil {
+				t.Fatal(err)
+			}
+			sameFile(t, src, out)
+			got, remembered, err := r.PushBlobRemembered(ctx, src)
+			if err != nil || got != digest || !remembered {
+				t.Fatalf("push of the streamed content from a file = %s, remembered %v, %v; want %s, true", got, remembered, err, digest)
+			}
+		})
+	}
+}

@@ -193,7 +193,7 @@ func (r *Registry) pushFiles(ctx context.Context, m *manifest.Manifest, inputs, 
 	p.condemned = guard.condemned
 	results := make([]*fileResult, len(inputs))
 	for i, in := range inputs {
-		res, err := p.addFile(in.path)
+		res, err := p.addFile(in.path, "")
 		if err != nil {
 			p.abort(err)
 			return TransferStats{}, err
@@ -206,7 +206,7 @@ func (r *Registry) pushFiles(ctx context.Context, m *manifest.Manifest, inputs, 
 		res := r.knownBaseImage(ctx, in)
 		if res == nil {
 			var err error
-			if res, err = p.addFile(in.path); err != nil {
+			if res, err = p.addFile(in.path, ""); err != nil {
 				p.abort(err)
 				return TransferStats{}, err
 			}
