@@ -220,6 +220,9 @@ func (fh *fileHash) readBack(n int64) error {
 		}
 		zeros(r.Offset)
 		end := min(r.End(), n)
+		if end <= pos {
+			continue
+		}
 		if _, err := io.CopyBuffer(fh.h, io.NewSectionReader(fh.f, pos, end-pos), buf); err != nil {
 			return fmt.Errorf("read back for SHA-256: %w", err)
 		}
