@@ -512,10 +512,15 @@ func contentKeys(files []puller.File) []contentDigest {
 // (see fileHash). Failure costs only that hashing later.
 func (r *Registry) rememberDigests(keys []contentDigest) {
 	for _, k := range keys {
-		var d [index.DigestSize]byte
-		if n, err := hex.Decode(d[:], []byte(k.digest)); err != nil || n != len(d) {
-			continue
-		}
-		_ = r.idx.RememberDigest(k.key, d)
+		_ = r.rememberDigest(k.key, k.digest)
 	}
+}
+
+// rememberDigest records digest (SHA-256 hex) for the content key.
+func (r *Registry) rememberDigest(key chunk.ID, digest string) error {
+	var d [index.DigestSize]byte
+	if n, err := hex.Decode(d[:], []byte(digest)); err != nil || n != len(d) {
+		return fmt.Errorf("digest %q: not SHA-256 hex", digest)
+	}
+	return r.idx.RememberDigest(key, d)
 }

@@ -208,11 +208,8 @@ func (fh *fileHash) readBack(n int64) error {
 	buf := make([]byte, 1<<20)
 	var pos int64
 	zeros := func(end int64) {
-		for pos < end {
-			k := min(end-pos, int64(len(zeroPage)))
-			fh.h.Write(zeroPage[:k])
-			pos += k
-		}
+		writeZeros(fh.h, end-pos)
+		pos = max(pos, end)
 	}
 	for _, r := range fh.regions {
 		if r.Offset >= n {
@@ -294,17 +291,14 @@ func (p *pusher) addFile(path, verified string) (*fileResult, error) {
 
 // fileDigest finishes the SHA-256 of a chunked file: the caller's verified
 // digest if any, else from the hasher if it ran, else from the digest the
-// node remembers for the recipe's content, else by reading the file again. Bytes read back must be the
-// bytes chunked: the file's validator (size, mtime, inode) must not have
-// changed since it was opened. A digest computed here is remembered.
+// node remembers for the recipe's content, else by reading the file again.
+// Bytes read back must be the bytes chunked: the file's validator (size,
+// mtime, inode) must not have changed since it was opened. A digest
+// computed here is remembered.
 func (p *pusher) fileDigest(fh *fileHash, recipe *manifest.Recipe, before os.FileInfo) (string, bool, error) {
 	key := recipe.ContentKey()
 	if fh.verified != "" {
-		var d [index.DigestSize]byte
-		if n, err := hex.Decode(d[:], []byte(fh.verified)); err != nil || n != len(d) {
-			return "", false, fmt.Errorf("verified digest %q: not SHA-256 hex", fh.verified)
-		}
-		if err := p.r.idx.RememberDigest(key, d); err != nil {
+		if err := p.r.rememberDigest(key, fh.verified); err != nil {
 			return "", false, err
 		}
 		return fh.verified, false, nil
@@ -342,15 +336,20 @@ var zeroPage [64 << 10]byte
 
 func hashBatch(h hash.Hash, b *batch) {
 	for _, it := range b.items {
-		if !it.zero {
+		if it.zero {
+			writeZeros(h, it.length)
+		} else {
 			h.Write(b.buf[it.start : it.start+int(it.length)])
-			continue
 		}
-		for n := it.length; n > 0; {
-			k := min(n, int64(len(zeroPage)))
-			h.Write(zeroPage[:k])
-			n -= k
-		}
+	}
+}
+
+// writeZeros hashes n zero bytes (none for n <= 0).
+func writeZeros(h hash.Hash, n int64) {
+	for n > 0 {
+		k := min(n, int64(len(zeroPage)))
+		h.Write(zeroPage[:k])
+		n -= k
 	}
 }
 
