@@ -125,13 +125,158 @@ func EncodeFull(r *Recipe) ([]byte, error) {
 	if err := r.Validate(); err != nil {
 		return nil, fmt.Errorf("encode recipe: %w", err)
 	}
-	raw := make([]byte, 0, 2*binary.MaxVarintLen64+len(r.Extents)*(chunk.IDSize+3))
-	raw = binary.AppendUvarint(raw, uint64(r.Size))
-	raw = binary.AppendUvarint(raw, uint64(len(r.Extents)))
-	for i := range r.Extents {
-		raw = appendExtent(raw, &r.Extents[i])
+	// Room for the worst case up front: the ids of a memory file's recipe
+	// do not compress, and growing a 35 MB body by appending held both
+	// copies at once.
+	out := bytes.NewBuffer(make([]byte, recipeHeaderSize, recipeHeaderSize+fullSizeHint(r)+recipeTrailerSize))
+	rawLen, err := writeFullBody(out, r)
+	if err != nil {
+		return nil, err
 	}
-	return seal(KindFull, raw)
+	data := out.Bytes()
+	if err := putHeader(data, KindFull, rawLen, len(data)-recipeHeaderSize); err != nil {
+		return nil, err
+	}
+	return binary.LittleEndian.AppendUint32(data, crc32.Checksum(data, castagnoli)), nil
+}
+
+// WriteFull writes to f, which must be empty, the bytes EncodeFull returns
+// for r, and returns their id and length. The body is streamed: a 12 GiB
+// memory file's recipe (3 million extents, over 100 MB encoded, ids do not
+// compress) is never held in memory, where EncodeFull holds it twice at
+// its peak (raw and compressed). The header and checksum are finished by
+// seeking back and reading f once more.
+func WriteFull(f io.ReadWriteSeeker, r *Recipe) (id chunk.ID, size int64, err error) {
+	if err := r.Validate(); err != nil {
+		return chunk.ID{}, 0, fmt.Errorf("encode recipe: %w", err)
+	}
+	var header [recipeHeaderSize]byte
+	if _, err := f.Write(header[:]); err != nil {
+		return chunk.ID{}, 0, fmt.Errorf("write recipe: %w", err)
+	}
+	bw := bufio.NewWriterSize(f, 256<<10)
+	cw := &countingWriter{w: bw}
+	rawLen, err := writeFullBody(cw, r)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err == nil {
+		err = putHeader(header[:], KindFull, rawLen, int(cw.n))
+	}
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	if err == nil {
+		_, err = f.Write(header[:])
+	}
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		return chunk.ID{}, 0, fmt.Errorf("write recipe: %w", err)
+	}
+	crc := crc32.New(castagnoli)
+	h := chunk.NewHasher()
+	n, err := io.Copy(io.MultiWriter(crc, h), f)
+	if err != nil {
+		return chunk.ID{}, 0, fmt.Errorf("write recipe: read back: %w", err)
+	}
+	if n != recipeHeaderSize+cw.n {
+		return chunk.ID{}, 0, fmt.Errorf("write recipe: read back %d bytes, wrote %d", n, recipeHeaderSize+cw.n)
+	}
+	trailer := binary.LittleEndian.AppendUint32(nil, crc.Sum32())
+	if _, err := f.Write(trailer); err != nil {
+		return chunk.ID{}, 0, fmt.Errorf("write recipe: %w", err)
+	}
+	_, _ = h.Write(trailer)
+	return h.Sum(), n + recipeTrailerSize, nil
+}
+
+// fullEncoders are the streaming zstd encoders of full bodies, kept
+// between calls: one costs megabytes to set up, more than encoding a
+// typical recipe. An encoder holds no state between Reset and Close.
+var fullEncoders = sync.Pool{New: func() any {
+	enc, err := zstd.NewWriter(nil,
+		zstd.WithEncoderConcurrency(1),
+		zstd.WithEncoderLevel(zstd.SpeedDefault),
+		zstd.WithWindowSize(zstdWindow))
+	if err != nil {
+		return err
+	}
+	return enc
+}}
+
+// writeFullBody streams r's full body, compressed, to w and returns its
+// raw length.
+func writeFullBody(w io.Writer, r *Recipe) (rawLen uint64, err error) {
+	got := fullEncoders.Get()
+	enc, ok := got.(*zstd.Encoder)
+	if !ok {
+		return 0, fmt.Errorf("encode recipe: new zstd encoder: %v", got)
+	}
+	enc.Reset(w)
+	defer func() {
+		enc.Reset(nil) // the pool must not keep w (a 100 MB buffer) alive
+		fullEncoders.Put(enc)
+	}()
+	const flushAt = 60 << 10
+	buf := make([]byte, 0, flushAt+binary.MaxVarintLen64+chunk.IDSize)
+	buf = binary.AppendUvarint(buf, uint64(r.Size))
+	buf = binary.AppendUvarint(buf, uint64(len(r.Extents)))
+	for i := range r.Extents {
+		buf = appendExtent(buf, &r.Extents[i])
+		if len(buf) >= flushAt || i == len(r.Extents)-1 {
+			rawLen += uint64(len(buf))
+			if rawLen > maxRawBody {
+				return 0, fmt.Errorf("encode recipe: %w: body of over %d bytes", ErrInvalidRecipe, rawLen)
+			}
+			if _, err := enc.Write(buf); err != nil {
+				return 0, fmt.Errorf("encode recipe: %w", err)
+			}
+			buf = buf[:0]
+		}
+	}
+	if len(r.Extents) == 0 {
+		rawLen = uint64(len(buf))
+		if _, err := enc.Write(buf); err != nil {
+			return 0, fmt.Errorf("encode recipe: %w", err)
+		}
+	}
+	if err := enc.Close(); err != nil {
+		return 0, fmt.Errorf("encode recipe: %w", err)
+	}
+	return rawLen, nil
+}
+
+// fullSizeHint bounds the encoded size of r's full object from above,
+// for ids that do not compress.
+func fullSizeHint(r *Recipe) int {
+	return 2*binary.MaxVarintLen64 + len(r.Extents)*(chunk.IDSize+3) + len(r.Extents)/64 + 1024
+}
+
+// putHeader fills the header of an object of kind with the given lengths.
+func putHeader(h []byte, kind Kind, rawLen uint64, bodyLen int) error {
+	if bodyLen > maxRawBody {
+		return fmt.Errorf("encode recipe: %w: compressed body of %d bytes", ErrInvalidRecipe, bodyLen)
+	}
+	copy(h, recipeMagic)
+	h[4] = RecipeVersion
+	h[5] = byte(kind)
+	h[6], h[7] = 0, 0
+	binary.LittleEndian.PutUint32(h[8:], uint32(rawLen))
+	binary.LittleEndian.PutUint32(h[12:], uint32(bodyLen))
+	return nil
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // EncodePatch encodes ops against the object baseID as a patch object of

@@ -1,10 +1,12 @@
 package manifest_test
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"testing"
 
 	"github.com/cocoonstack/epoch-dedup/chunk"
@@ -526,5 +528,55 @@ func TestRecipe_ContentKey(t *testing.T) {
 	}
 	if base().ContentKey() == chunk.Sum(nil) || (&manifest.Recipe{}).ContentKey() == chunk.Sum(nil) {
 		t.Error("a content key equals a chunk id")
+	}
+}
+
+// TestWriteFull checks that the streamed encoding is byte for byte the one
+// EncodeFull returns, for recipes that fit one zstd block and ones that
+// need hundreds of buffered writes.
+func TestWriteFull(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	tests := []struct {
+		name string
+		r    *manifest.Recipe
+	}{
+		{"empty", &manifest.Recipe{}},
+		{"one hole", recipeOf([]unit{{4096, 0}})},
+		{"small", recipeOf([]unit{{4096, 1}, {8192, 0}, {100, 2}})},
+		{"memory file", recipeOf(pages(rng, 1<<17, 0.5))},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			want, err := manifest.EncodeFull(tt.r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.CreateTemp(t.TempDir(), "recipe")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			id, size, err := manifest.WriteFull(f, tt.r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := os.ReadFile(f.Name())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) || size != int64(len(want)) || id != chunk.Sum(want) {
+				t.Fatalf("WriteFull: %d bytes (said %d), id %s; EncodeFull: %d bytes, id %s", len(got), size, id, len(want), chunk.Sum(want))
+			}
+			obj, err := manifest.Decode(got)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !obj.Recipe.Equal(tt.r) {
+				t.Fatal("decoded recipe differs")
+			}
+		})
+	}
+	if _, _, err := manifest.WriteFull(nil, &manifest.Recipe{Size: 1}); !errors.Is(err, manifest.ErrInvalidRecipe) {
+		t.Errorf("WriteFull of an invalid recipe: %v", err)
 	}
 }

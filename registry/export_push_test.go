@@ -11,3 +11,6 @@ func (r *Registry) PushBlobRemembered(ctx context.Context, path string) (digest 
 	}
 	return res.digest, res.remembered, nil
 }
+
+// SpoolRecipesFrom makes r spool every recipe of at least n extents.
+func (r *Registry) SpoolRecipesFrom(n int) { r.spoolExtents = n }

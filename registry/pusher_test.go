@@ -3,11 +3,14 @@ package registry_test
 import (
 	"context"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/cocoonstack/epoch-dedup/objectstore/objectstoretest"
+	"github.com/cocoonstack/epoch-dedup/registry"
 )
 
 func copyFile(t *testing.T, src, dst string) {
@@ -152,6 +155,54 @@ func TestPushBlobFromStream_Digest(t *testing.T) {
 			got, remembered, err := r.PushBlobRemembered(ctx, src)
 			if err != nil || got != digest || !remembered {
 				t.Fatalf("push of the streamed content from a file = %s, remembered %v, %v; want %s, true", got, remembered, err, digest)
+			}
+		})
+	}
+}
+
+// TestPushBlob_SpooledRecipe pushes a memory file whose recipe is encoded
+// into a spool file, as a multi-GiB one's is, and checks that it reads
+// back, sits in the recipe cache, and that no spool file is left behind.
+func TestPushBlob_SpooledRecipe(t *testing.T) {
+	ctx := context.Background()
+	for name, store := range objectstoretest.Stores(t) {
+		t.Run(name, func(t *testing.T) {
+			dir, cache := t.TempDir(), t.TempDir()
+			src := filepath.Join(dir, "memory-ranges")
+			writeImage(t, src, 512, 5)
+			r := registry.New(store, registry.WithCacheDir(cache))
+			t.Cleanup(func() { _ = r.Close() })
+			r.SpoolRecipesFrom(1)
+			digest, _, err := r.PushBlob(ctx, src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Again: the object exists, the spool is dropped.
+			if again, _, err := r.PushBlob(ctx, src); err != nil || again != digest {
+				t.Fatalf("second push: %s, %v", again, err)
+			}
+			dst := filepath.Join(dir, "pulled")
+			if err := newRegistry(t, store).PullBlob(ctx, digest, dst); err != nil {
+				t.Fatal(err)
+			}
+			sameFile(t, src, dst)
+			var spools, cached int
+			err = filepath.WalkDir(cache, func(p string, d fs.DirEntry, err error) error {
+				switch {
+				case err != nil:
+					return err
+				case strings.HasSuffix(p, ".spool"):
+					spools++
+				case !d.IsDir() && filepath.Base(filepath.Dir(filepath.Dir(p))) == "recipes":
+					cached++
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if spools != 0 || cached != 1 {
+				t.Errorf("cache holds %d spool files and %d recipes, want 0 and 1", spools, cached)
 			}
 		})
 	}

@@ -1,9 +1,12 @@
 package registry
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"math"
 	"os"
 	"path/filepath"
 
@@ -24,33 +27,109 @@ type baseRecipe struct {
 // when that is much smaller, and returns its object ID.
 // A file that did not change yields the base's own ID and sends nothing.
 func (r *Registry) storeRecipe(ctx context.Context, recipe *manifest.Recipe, base *baseRecipe) (chunk.ID, error) {
-	full, err := manifest.EncodeFull(recipe)
-	if err != nil {
-		return chunk.ID{}, fmt.Errorf("encode recipe: %w", err)
+	if base != nil && base.recipe.Equal(recipe) {
+		return base.id, nil
 	}
-	data := full
+	full, err := r.encodeRecipe(recipe)
+	if err != nil {
+		return chunk.ID{}, err
+	}
+	defer full.discard()
+	obj := full
 	if base != nil {
-		if base.recipe.Equal(recipe) {
-			return base.id, nil
-		}
 		ops := manifest.Diff(base.recipe, recipe)
 		patch, err := manifest.EncodePatch(base.id, base.depth+1, recipe.Size, ops)
 		if err != nil {
 			return chunk.ID{}, fmt.Errorf("encode recipe patch: %w", err)
 		}
-		if manifest.Plan(base.depth, len(full), len(patch)) {
-			data = patch
+		if manifest.Plan(base.depth, int(min(full.size, math.MaxInt)), len(patch)) {
+			obj = &encodedRecipe{id: chunk.Sum(patch), size: int64(len(patch)), data: patch}
 		}
 	}
-	id := chunk.Sum(data)
-	if _, err := r.store.Stat(ctx, recipeKey(id)); err == nil {
-		return id, nil
+	if _, err := r.store.Stat(ctx, recipeKey(obj.id)); err == nil {
+		return obj.id, nil
 	}
-	if err := r.putImmutable(ctx, recipeKey(id), data); err != nil {
-		return chunk.ID{}, fmt.Errorf("write recipe %s: %w", id, err)
+	body, err := obj.body()
+	if err == nil {
+		err = r.putImmutableBody(ctx, recipeKey(obj.id), body, obj.size)
 	}
-	r.cacheRecipe(id, data)
-	return id, nil
+	if err != nil {
+		return chunk.ID{}, fmt.Errorf("write recipe %s: %w", obj.id, err)
+	}
+	r.keepRecipe(obj)
+	return obj.id, nil
+}
+
+// spoolRecipeExtents is the size from which a full recipe object is
+// encoded into a file in the cache dir (manifest.WriteFull) instead of
+// memory: 65536 extents are 2 MB encoded; a 12 GiB memory file's 3
+// million would be over 100 MB, held twice by manifest.EncodeFull.
+const spoolRecipeExtents = 1 << 16
+
+// encodedRecipe is a recipe object ready to upload: in memory, or in a
+// spool file when large.
+type encodedRecipe struct {
+	id   chunk.ID
+	size int64
+	data []byte
+	f    *os.File
+}
+
+// encodeRecipe encodes recipe as a full object. Both ways give the same
+// bytes.
+func (r *Registry) encodeRecipe(recipe *manifest.Recipe) (*encodedRecipe, error) {
+	if len(recipe.Extents) < r.spoolExtents {
+		data, err := manifest.EncodeFull(recipe)
+		if err != nil {
+			return nil, fmt.Errorf("encode recipe: %w", err)
+		}
+		return &encodedRecipe{id: chunk.Sum(data), size: int64(len(data)), data: data}, nil
+	}
+	f, err := os.CreateTemp(r.spoolDir, "recipe-*.spool")
+	if err != nil {
+		return nil, fmt.Errorf("spool recipe: %w", err)
+	}
+	e := &encodedRecipe{f: f}
+	if e.id, e.size, err = manifest.WriteFull(f, recipe); err != nil {
+		e.discard()
+		return nil, fmt.Errorf("spool recipe: %w", err)
+	}
+	return e, nil
+}
+
+func (e *encodedRecipe) body() (io.ReadSeeker, error) {
+	if e.f == nil {
+		return bytes.NewReader(e.data), nil
+	}
+	if _, err := e.f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	return e.f, nil
+}
+
+// discard removes a spool file that keepRecipe did not take.
+func (e *encodedRecipe) discard() {
+	if e.f != nil {
+		_ = e.f.Close()
+		_ = os.Remove(e.f.Name())
+		e.f = nil
+	}
+}
+
+// keepRecipe puts an uploaded object into the node's recipe cache: a
+// spooled one by renaming its file, which is in the cache dir already.
+func (r *Registry) keepRecipe(e *encodedRecipe) {
+	if e.f == nil {
+		r.cacheRecipe(e.id, e.data)
+		return
+	}
+	path := r.recipeCachePath(e.id)
+	if err := e.f.Close(); err != nil || os.MkdirAll(filepath.Dir(path), 0o755) != nil {
+		return // discard removes it
+	}
+	if os.Rename(e.f.Name(), path) == nil {
+		e.f = nil
+	}
 }
 
 // loadRecipe reads and verifies a recipe object and resolves its patch

@@ -150,6 +150,8 @@ type Registry struct {
 	gcRecs   map[string]*gcRecord // plans and tombstones read, by key (immutable objects)
 	bg       sync.WaitGroup       // background removals of replaced files
 	spoolDir string               // where pushes spool packs: the index's folder
+	// spoolExtents is spoolRecipeExtents, lowered by tests.
+	spoolExtents int
 }
 
 // storeConfig is the store's config object: what every writer must agree on.
@@ -162,7 +164,7 @@ type storeConfig struct {
 // New creates a registry backed by the given object store client. Options
 // are optional; an invalid one makes every call fail with its error.
 func New(client *objectstore.Client, opts ...Option) *Registry {
-	r := &Registry{store: client, gcRecs: map[string]*gcRecord{}}
+	r := &Registry{store: client, gcRecs: map[string]*gcRecord{}, spoolExtents: spoolRecipeExtents}
 	r.opts = options{concurrency: 8, packSize: 16 << 20, gcGrace: DefaultGCGrace}
 	for _, opt := range opts {
 		if err := opt(&r.opts); err != nil && r.optErr == nil {

@@ -78,6 +78,9 @@ func TestSnapshot_PushPull(t *testing.T) {
 				t.Fatal(err)
 			}
 			pusher := newRegistry(t, store)
+			// Every recipe through the spool file a multi-GiB memory file's
+			// takes; the puller reads what it wrote.
+			pusher.SpoolRecipesFrom(1)
 			if _, err := pusher.Push(ctx, src, "vm", "latest", nil); err != nil {
 				t.Fatalf("Push: %v", err)
 			}
