@@ -57,6 +57,17 @@
 // If-Match holds an flock on a per-key lock file (".lock-<name>") while it
 // compares and renames.
 //
+// # Handing over a file
+//
+// A Put body that is a *Spool (NewSpool: an anonymous file, O_TMPFILE on
+// Linux) is the caller's to give away: the folder store links that very
+// file into place when it is on the same filesystem, instead of copying
+// its bytes into a temp file of its own; S3 reads it like any file. A push
+// spools each pack in the cache dir, so into a folder store on the same
+// filesystem the pack is written to the page cache once, not twice
+// (1 GiB push, 2-core VM, three pairs: 1.02-1.17 s of system CPU instead
+// of 1.20-1.37 s).
+//
 // # Retries
 //
 // Every Client retries transient failures (5xx, throttling, timeouts,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -112,9 +113,21 @@ func (l *localBackend) Put(ctx context.Context, key string, body io.ReadSeeker, 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return ObjectInfo{}, Permanent(err)
 	}
-	tmp, fi, err := l.writeTemp(ctx, dir, filepath.Base(final), body, size)
-	if err != nil {
-		return ObjectInfo{}, err
+	var (
+		tmp    string
+		fi     fs.FileInfo
+		linked bool
+	)
+	if sp, ok := body.(*Spool); ok {
+		if tmp, fi, linked, err = l.linkTemp(ctx, dir, filepath.Base(final), sp, size); err != nil {
+			return ObjectInfo{}, err
+		}
+		body = sp.File // copied in the kernel when it cannot be linked
+	}
+	if !linked {
+		if tmp, fi, err = l.writeTemp(ctx, dir, filepath.Base(final), body, size); err != nil {
+			return ObjectInfo{}, err
+		}
 	}
 	defer func() { _ = os.Remove(tmp) }() // fails harmlessly once renamed
 
@@ -144,6 +157,40 @@ func (l *localBackend) Put(ctx context.Context, key string, body io.ReadSeeker, 
 	// rename and link keep inode, size and mtime, and another writer may
 	// already have replaced it.
 	return localInfo(key, fi), nil
+}
+
+// linkTemp makes a spool the temp file of a write without copying a byte:
+// it links the file under a temp name in dir, stamps its mtime and fsyncs
+// it, as writeTemp would have its copy. linked is false, with no error,
+// when the file cannot be linked there (another filesystem, no /proc, not
+// Linux): the caller copies it then.
+func (l *localBackend) linkTemp(ctx context.Context, dir, base string, sp *Spool, size int64) (name string, fi fs.FileInfo, linked bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return "", nil, false, err
+	}
+	st, err := sp.Stat()
+	if err != nil {
+		return "", nil, false, Permanent(err)
+	}
+	if st.Size() != size {
+		return "", nil, false, Permanent(fmt.Errorf("body has %d bytes, want %d", st.Size(), size))
+	}
+	name = filepath.Join(dir, localTmpPrefix+base+"-"+strconv.FormatUint(rand.Uint64(), 36))
+	if linkFile(sp.File, name) != nil {
+		return "", nil, false, nil
+	}
+	now := time.Now()
+	if err = os.Chtimes(name, now, now); err == nil {
+		err = sp.Sync()
+	}
+	if err == nil {
+		fi, err = os.Lstat(name)
+	}
+	if err != nil {
+		_ = os.Remove(name)
+		return "", nil, false, Permanent(err)
+	}
+	return name, fi, true, nil
 }
 
 // writeTemp copies exactly size bytes of body into a new temp file in dir,

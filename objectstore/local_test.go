@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -189,5 +190,37 @@ func TestLocal_MultiProcessCAS(t *testing.T) {
 	data, _, err := newLocal(t, dir).GetBytes(t.Context(), "counter", 64)
 	if err != nil || string(data) != strconv.Itoa(procs*25) {
 		t.Errorf("counter = %q, %v; want %d", data, err, procs*25)
+	}
+}
+
+// TestLocal_SpoolIsLinked checks that the folder store takes a spool on its
+// filesystem by a link, not a copy: the object is the spool's inode.
+func TestLocal_SpoolIsLinked(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("spools are linked on Linux only")
+	}
+	root := t.TempDir()
+	c := newLocal(t, filepath.Join(root, "store"))
+	sp, err := objectstore.NewSpool(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sp.Close() }()
+	if _, err := sp.WriteString("pack bytes"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Put(t.Context(), "packs/p", sp, 10, objectstore.PutOptions{IfNoneMatch: true}); err != nil {
+		t.Fatal(err)
+	}
+	spoolInfo, err := sp.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	objInfo, err := os.Stat(filepath.Join(root, "store", "packs", "p"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !os.SameFile(spoolInfo, objInfo) {
+		t.Error("the object is a copy of the spool, not the spool")
 	}
 }

@@ -117,6 +117,9 @@ func (s *s3Backend) Put(ctx context.Context, key string, body io.ReadSeeker, siz
 	if po.DisableMultipart && size > maxSinglePut {
 		return ObjectInfo{}, Permanent(fmt.Errorf("conditional write of %d bytes exceeds the %d-byte single PUT limit", size, int64(maxSinglePut)))
 	}
+	if sp, ok := body.(*Spool); ok {
+		body = sp.File // minio-go knows an *os.File
+	}
 	up, err := s.c.PutObject(ctx, s.bucket, key, body, size, po)
 	if err != nil {
 		err = s.err(err)

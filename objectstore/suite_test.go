@@ -40,6 +40,7 @@ func TestSuite(t *testing.T) {
 		{"LargeCreateOnly", testLargeCreateOnly},
 		{"Stats", testStats},
 		{"FileBody", testFileBody},
+		{"SpoolBody", testSpoolBody},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -514,5 +515,57 @@ func testFileBody(t *testing.T, c *objectstore.Client) {
 	}
 	if _, err := c.Stat(ctx, "file/short"); !errors.Is(err, objectstore.ErrNotFound) {
 		t.Errorf("refused put left an object: %v", err)
+	}
+}
+
+// testSpoolBody: a spool handed over is stored whole (the folder store
+// links it into place) and stays when the spool is closed; a create-only
+// put of an existing key changes nothing; a spool shorter than size is
+// refused and stores nothing. The spool itself never has a name in its
+// folder.
+func testSpoolBody(t *testing.T, c *objectstore.Client) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	newSpool := func(data []byte) *objectstore.Spool {
+		sp, err := objectstore.NewSpool(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sp.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		return sp
+	}
+	data := randomBytes(t, 3<<20+1)
+	sp := newSpool(data)
+	opts := objectstore.PutOptions{IfNoneMatch: true}
+	if _, err := c.Put(ctx, "spool/a", sp, int64(len(data)), opts); err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.Close(); err != nil {
+		t.Fatal(err)
+	}
+	check := func(what string) {
+		t.Helper()
+		got, _, err := c.GetBytes(ctx, "spool/a", int64(len(data)))
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("%s: %d bytes, %v", what, len(got), err)
+		}
+	}
+	check("spool round trip")
+	other := newSpool(randomBytes(t, 100))
+	defer func() { _ = other.Close() }()
+	if _, err := c.Put(ctx, "spool/a", other, 100, opts); !errors.Is(err, objectstore.ErrPreconditionFailed) {
+		t.Errorf("create-only put over an object: %v", err)
+	}
+	check("after a refused put")
+	if _, err := c.Put(ctx, "spool/short", other, 101, opts); err == nil {
+		t.Error("spool of 100 bytes stored as 101")
+	}
+	if _, err := c.Stat(ctx, "spool/short"); !errors.Is(err, objectstore.ErrNotFound) {
+		t.Errorf("refused put left an object: %v", err)
+	}
+	if names, err := os.ReadDir(dir); err != nil || len(names) != 0 {
+		t.Errorf("spool folder holds %d names (%v)", len(names), err)
 	}
 }

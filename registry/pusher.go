@@ -647,8 +647,8 @@ func (r *Registry) putImmutable(ctx context.Context, key string, data []byte) er
 	return r.putImmutableBody(ctx, key, bytes.NewReader(data), int64(len(data)))
 }
 
-// putImmutableBody is putImmutable for size bytes of body (a spooled pack's
-// *os.File, which the folder store copies in the kernel).
+// putImmutableBody is putImmutable for size bytes of body (a spooled pack,
+// which the folder store links into place).
 func (r *Registry) putImmutableBody(ctx context.Context, key string, body io.ReadSeeker, size int64) error {
 	_, err := r.store.Put(ctx, key, body, size, objectstore.PutOptions{IfNoneMatch: true})
 	if errors.Is(err, objectstore.ErrPreconditionFailed) {
@@ -661,30 +661,26 @@ func (r *Registry) putImmutableBody(ctx context.Context, key string, body io.Rea
 // is then 16 writes, not one per 64 KiB block.
 const spoolBuffer = 1 << 20
 
-// packSpool is a pack being written to a temp file in the cache dir, which
-// is unlinked at once: a push holds a few hundred KiB per pack in flight
-// instead of the pack (3 x 17 MiB before), and a killed push leaves no
-// file behind. The page cache keeps the bytes for the upload that follows.
+// packSpool is a pack being written to an anonymous spool file in the
+// cache dir (objectstore.Spool): a push holds a few hundred KiB per pack in
+// flight instead of the pack (3 x 17 MiB before), and a killed push leaves
+// no file behind. The page cache keeps the bytes for the upload that
+// follows; the folder store takes the file itself, by a link, when it is
+// on the same filesystem.
 type packSpool struct {
 	w  *pack.Writer
-	f  *os.File
+	f  *objectstore.Spool
 	bw *bufio.Writer
 	h  *chunk.Hasher
-	// name is set only where an open file cannot be unlinked (Windows):
-	// close removes it then.
-	name string
 }
 
 // newPackSpool starts a pack like newPackWriter, streamed to a spool file.
 func (r *Registry) newPackSpool() (*packSpool, error) {
-	f, err := os.CreateTemp(r.spoolDir, "pack-*.spool")
+	f, err := objectstore.NewSpool(r.spoolDir)
 	if err != nil {
 		return nil, fmt.Errorf("spool pack: %w", err)
 	}
 	sp := &packSpool{f: f, h: chunk.NewHasher()}
-	if err := os.Remove(f.Name()); err != nil {
-		sp.name = f.Name()
-	}
 	sp.bw = bufio.NewWriterSize(io.MultiWriter(f, sp.h), spoolBuffer)
 	if sp.w, err = r.newPackWriter(pack.WithOutput(sp.bw)); err != nil {
 		sp.close()
@@ -705,9 +701,4 @@ func (sp *packSpool) finish() (chunk.ID, int64, []pack.Entry, error) {
 	return sp.h.Sum(), sp.w.Size(), entries, nil
 }
 
-func (sp *packSpool) close() {
-	_ = sp.f.Close()
-	if sp.name != "" {
-		_ = os.Remove(sp.name)
-	}
-}
+func (sp *packSpool) close() { _ = sp.f.Close() }
