@@ -34,6 +34,17 @@
 // ~1.07 GB/s at ratio 0.512, SpeedDefault ~0.32 GB/s at 0.513, hence the
 // DefaultLevel; BenchmarkExtractChunks (decode + BLAKE3 verify) ~1.0 GB/s.
 //
+// # Naming
+//
+// A pack's id is the BLAKE3 of its tail, the stored table and the footer
+// (TailID; Writer.ID after Finish). The table names every chunk and the
+// stored length of every block, so the id commits to what the pack holds
+// and where, and the chunk hashes verify the blocks on every read; hashing
+// all of the pack instead cost a push a second BLAKE3 pass over the bytes
+// it uploads (0.4 s of CPU per GiB on the 2-core VM). Packs named by the
+// BLAKE3 of all their bytes by earlier writers read the same: no reader
+// derives an id from a pack's bytes.
+//
 // # Reading
 //
 // The footer is at the end, so a reader fetches the last DefaultTailSize

@@ -162,6 +162,26 @@ func tableChecksum(table, footerHead []byte) uint32 {
 	return crc32.Update(crc32.Checksum(table, castagnoli), castagnoli, footerHead)
 }
 
+// TailID returns the id of the pack data: the BLAKE3 of its tail, the
+// stored table and the footer. The table names every chunk, with the
+// stored length of every block, so the id commits to what the pack holds
+// and where; the blocks themselves are verified chunk by chunk against
+// their ids when read. Hashing the tail instead of the whole pack saves a
+// push a BLAKE3 pass over every byte it uploads. Packs that earlier
+// writers named by the BLAKE3 of all their bytes (chunk.Sum) stay valid:
+// readers never derive an id from a pack, and a store check accepts
+// either name.
+func TailID(data []byte) (chunk.ID, error) {
+	if len(data) < HeaderSize+FooterSize {
+		return chunk.ID{}, fmt.Errorf("%w: pack of %d bytes is shorter than header and footer", ErrCorrupt, len(data))
+	}
+	tableLen := int64(binary.LittleEndian.Uint32(data[len(data)-FooterSize:]))
+	if int64(len(data))-FooterSize-tableLen < HeaderSize {
+		return chunk.ID{}, fmt.Errorf("%w: table of %d bytes does not fit in pack of %d", ErrCorrupt, tableLen, len(data))
+	}
+	return chunk.Sum(data[int64(len(data))-FooterSize-tableLen:]), nil
+}
+
 // ParseTail parses a pack's table from its last bytes. tail is the last
 // min(packSize, n) bytes of a pack of packSize bytes; when the table does
 // not fit in tail, a *ShortTailError says how many bytes to read instead.

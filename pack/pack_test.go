@@ -270,7 +270,41 @@ func TestWithOutput(t *testing.T) {
 			if !slices.Equal(entries, wantEntries) {
 				t.Error("entries differ")
 			}
+			if id, err := TailID(want); err != nil || id != w.ID() {
+				t.Errorf("TailID %s (%v), Writer.ID %s", id, err, w.ID())
+			}
 		})
+	}
+}
+
+// TestTailID: the id covers the table and footer, so it changes with any
+// chunk id or block length, and not with the block bytes; data too short
+// to hold a tail is refused.
+func TestTailID(t *testing.T) {
+	chunks := makeChunks(5, 20, func(*rand.Rand) int { return 4096 }, true)
+	p, _ := buildPack(t, chunks)
+	id, err := TailID(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := buildPack(t, chunks[1:])
+	if oid, _ := TailID(other); oid == id {
+		t.Error("packs of different chunks share an id")
+	}
+	flipped := bytes.Clone(p)
+	flipped[HeaderSize+1] ^= 1 // a block byte: the chunk hashes catch it
+	if fid, _ := TailID(flipped); fid != id {
+		t.Error("a block byte changed the id")
+	}
+	flipped = bytes.Clone(p)
+	flipped[len(p)-FooterSize-1] ^= 1 // a table byte
+	if fid, _ := TailID(flipped); fid == id {
+		t.Error("a table byte did not change the id")
+	}
+	for _, bad := range [][]byte{nil, p[:HeaderSize+FooterSize-1], append([]byte("EDPK\x01"), p[len(p)-FooterSize:]...)} {
+		if _, err := TailID(bad); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("TailID of %d bytes: %v, want ErrCorrupt", len(bad), err)
+		}
 	}
 }
 
@@ -538,6 +572,7 @@ func FuzzParseTail(f *testing.F) {
 	f.Add([]byte(Magic), int64(0))
 	f.Fuzz(func(t *testing.T, tail []byte, extra int64) {
 		size := int64(len(tail)) + max(0, extra%(1<<40))
+		_, _ = TailID(tail) // must not panic
 		entries, err := ParseTail(tail, size)
 		if err != nil {
 			return

@@ -159,6 +159,8 @@ type Writer struct {
 	out     io.Writer
 	flushed int64 // bytes written to out; offsets in buf start here
 	err     error // first write error
+
+	id chunk.ID // set by Finish
 }
 
 // NewWriter returns a writer for a new pack.
@@ -317,6 +319,7 @@ func (w *Writer) Finish() ([]byte, []Entry, error) {
 	head := f.append(nil)[:12]
 	f.checksum = tableChecksum(w.buf[tableStart:], head)
 	w.buf = f.append(w.buf)
+	w.id = chunk.Sum(w.buf[tableStart:])
 
 	parsed, err := ParseTail(w.buf, w.Size())
 	if err != nil {
@@ -336,6 +339,10 @@ func (w *Writer) Finish() ([]byte, []Entry, error) {
 	w.buf, w.entries, w.scratch = nil, nil, nil
 	return pack, entries, nil
 }
+
+// ID returns the pack's id, once Finish has succeeded: the BLAKE3 of its
+// tail (see TailID).
+func (w *Writer) ID() chunk.ID { return w.id }
 
 func appendUvarint(b []byte, v uint64) []byte {
 	for v >= 0x80 {

@@ -122,7 +122,7 @@ func (e *env) addPack(chunks [][]byte, opts ...pack.Option) chunk.ID {
 	if err != nil {
 		e.tb.Fatal(err)
 	}
-	id := chunk.Sum(data)
+	id := w.ID()
 	pe := make([]index.PackEntry, len(entries))
 	for i, en := range entries {
 		pe[i] = index.PackEntry(en)

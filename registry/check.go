@@ -585,8 +585,12 @@ func (c *checker) verifyPack(p *checkPack, data []byte) {
 		i := c.add(kind, firstRef(p.refs), key, detail)
 		c.addRefs(i, p.refs)
 	}
-	if got := chunk.Sum(data); got != p.id {
-		report(ProblemCorruptPack, "pack bytes hash to "+got.String())
+	// A pack is named by the hash of its tail (pack.TailID), or, written
+	// by earlier versions, of all its bytes.
+	if tail, err := pack.TailID(data); err != nil || tail != p.id {
+		if whole := chunk.Sum(data); whole != p.id {
+			report(ProblemCorruptPack, "pack tail hashes to "+tail.String()+", pack bytes to "+whole.String())
+		}
 	}
 	if _, err := pack.ParseTail(data, int64(len(data))); err != nil {
 		report(ProblemCorruptPack, "pack table: "+err.Error())

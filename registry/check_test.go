@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/cocoonstack/epoch-dedup/objectstore"
+	"github.com/cocoonstack/epoch-dedup/pack"
 	"github.com/cocoonstack/epoch-dedup/objectstore/objectstoretest"
 	"github.com/cocoonstack/epoch-dedup/registry"
 )
@@ -118,9 +119,20 @@ func TestCheck_Problems(t *testing.T) {
 	if rep := check(false); !rep.OK() {
 		t.Fatalf("stat-only check saw a same-size corruption: %+v", rep.Problems)
 	}
+	// The bytes are in a block: the pack's name (the hash of its table)
+	// still holds, the chunks there fail their hashes.
 	rep := check(true)
-	p := findProblem(rep, registry.ProblemCorruptPack, corrupt)
+	p := findProblem(rep, registry.ProblemCorruptChunk, corrupt)
 	if p == nil || !strings.HasPrefix(p.Ref, "vm:") {
+		t.Fatalf("no corrupt-chunk for %s: %+v", corrupt, rep.Problems)
+	}
+	// A byte of the table: the name no longer holds.
+	data[len(data)-pack.FooterSize-1] ^= 0x5a
+	if _, err := store.PutBytes(ctx, corrupt, data, objectstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rep = check(true)
+	if p = findProblem(rep, registry.ProblemCorruptPack, corrupt); p == nil || !strings.HasPrefix(p.Ref, "vm:") {
 		t.Fatalf("no corrupt-pack for %s: %+v", corrupt, rep.Problems)
 	}
 

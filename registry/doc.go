@@ -16,7 +16,7 @@
 //	config.json                                   store config: version, chunker polynomial (create-only)
 //	blobs/sha256/<sha256>                         Epoch v0.1.x whole blobs (read transparently)
 //	blobs/chunked/<sha256>.json                   blob descriptor: digest, size, recipe id
-//	blobs/packs/<hh>/<packid>                     packs; packid is the BLAKE3 of the pack bytes
+//	blobs/packs/<hh>/<packid>                     packs; packid is the BLAKE3 of the pack's tail (pack.TailID)
 //	blobs/index/<name>                            index objects: tables of the packs one push wrote
 //	blobs/recipes/<hh>/<recipeid>                 recipes (full or patch); id is the BLAKE3 of the bytes
 //	manifests/<name>/<tag>.json                   manifest by tag

@@ -253,7 +253,7 @@ func (r *Registry) writeGCRecord(ctx context.Context, dir string, rec *gcRecord)
 }
 
 // newPackWriter starts a pack with a random salt chunk, so that no two
-// packs ever get the same content-derived ID. Without it, a push that
+// packs ever get the same ID (the hash of the table, which names the salt). Without it, a push that
 // uploads again the chunks of a pack gc condemned or deleted could produce
 // a byte-identical pack: its create-only write would find the condemned
 // pack and succeed, or its ID would be one every node refuses as deleted.
@@ -535,11 +535,11 @@ func (r *Registry) copyChunks(ctx context.Context, want map[chunk.ID][]pack.Entr
 			return nil
 		}
 		data, entries, err := w.Finish()
+		id := w.ID()
 		w = nil
 		if err != nil {
 			return err
 		}
-		id := chunk.Sum(data)
 		if err := r.putImmutable(ctx, packKey(id), data); err != nil {
 			return fmt.Errorf("upload pack %s: %w", id, err)
 		}

@@ -671,7 +671,6 @@ type packSpool struct {
 	w  *pack.Writer
 	f  *objectstore.Spool
 	bw *bufio.Writer
-	h  *chunk.Hasher
 }
 
 // newPackSpool starts a pack like newPackWriter, streamed to a spool file.
@@ -680,8 +679,8 @@ func (r *Registry) newPackSpool() (*packSpool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("spool pack: %w", err)
 	}
-	sp := &packSpool{f: f, h: chunk.NewHasher()}
-	sp.bw = bufio.NewWriterSize(io.MultiWriter(f, sp.h), spoolBuffer)
+	sp := &packSpool{f: f}
+	sp.bw = bufio.NewWriterSize(f, spoolBuffer)
 	if sp.w, err = r.newPackWriter(pack.WithOutput(sp.bw)); err != nil {
 		sp.close()
 		return nil, err
@@ -698,7 +697,7 @@ func (sp *packSpool) finish() (chunk.ID, int64, []pack.Entry, error) {
 	if err := sp.bw.Flush(); err != nil {
 		return chunk.ID{}, 0, nil, fmt.Errorf("spool pack: %w", err)
 	}
-	return sp.h.Sum(), sp.w.Size(), entries, nil
+	return sp.w.ID(), sp.w.Size(), entries, nil
 }
 
 func (sp *packSpool) close() { _ = sp.f.Close() }
