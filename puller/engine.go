@@ -503,7 +503,9 @@ func (f *fetch) copyLocal(ctx context.Context) ([]chunk.ID, error) {
 	for _, cp := range copiers {
 		f.stats.ReusedBytes += cp.reused
 	}
-	remaining := ids[:0:0]
+	// In place: ids is ours, and a cold pull keeps nearly all of them
+	// (a second list of a 4 GiB file's ids held 25 MB at the pull's peak).
+	remaining := ids[:0]
 	for k, id := range ids {
 		switch src[k] {
 		case noSource, badSource:
