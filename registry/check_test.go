@@ -8,8 +8,8 @@ import (
 	"testing"
 
 	"github.com/cocoonstack/epoch-dedup/objectstore"
-	"github.com/cocoonstack/epoch-dedup/pack"
 	"github.com/cocoonstack/epoch-dedup/objectstore/objectstoretest"
+	"github.com/cocoonstack/epoch-dedup/pack"
 	"github.com/cocoonstack/epoch-dedup/registry"
 )
 
