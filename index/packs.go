@@ -256,19 +256,37 @@ func (db *DB) pendingPacks() (packIDs []chunk.ID, total int, size int64, err err
 // lead with 32 bits in [lo, hi), sorted by key: sorted inserts fill each
 // leaf once instead of revisiting it.
 func (db *DB) pendingRecords(packIDs []chunk.ID, lo, hi uint64) (recs []mergeRec, err error) {
+	inRange := func(entry []byte) bool {
+		lead := uint64(binary.BigEndian.Uint32(entry))
+		return lead >= lo && lead < hi
+	}
 	err = db.bolt.View(func(tx *bolt.Tx) error {
 		packsB := tx.Bucket(bucketPacks)
+		bodies := make([][]byte, 0, len(packIDs))
+		n := 0
 		for _, pack := range packIDs {
 			v := packsB.Get(pack[:])
 			if v == nil {
+				bodies = append(bodies, nil)
 				continue // removed since the merge listed it (RemovePack)
 			}
 			body, _, err := decodePackValue(v)
 			if err != nil {
 				return fmt.Errorf("pack %s: %w", pack, err)
 			}
-			for ; len(body) > 0; body = body[packEntrySize:] {
-				if lead := uint64(binary.BigEndian.Uint32(body)); lead < lo || lead >= hi {
+			bodies = append(bodies, body)
+			for e := body; len(e) > 0; e = e[packEntrySize:] {
+				if inRange(e) {
+					n++
+				}
+			}
+		}
+		// Counted first: appending 84-byte records one by one copied them
+		// over and over as the slice grew (0.13 s of CPU per GiB pushed).
+		recs = make([]mergeRec, 0, n)
+		for i, pack := range packIDs {
+			for body := bodies[i]; len(body) > 0; body = body[packEntrySize:] {
+				if !inRange(body) {
 					continue
 				}
 				var r mergeRec
