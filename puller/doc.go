@@ -7,7 +7,13 @@
 //  1. a local file the node index knows holds the chunk (an earlier pulled or
 //     pushed snapshot, a base image): the file is stat-checked against the
 //     validator recorded with it, the bytes are read and their BLAKE3 hash is
-//     checked before they are used;
+//     checked before they are used. Where the filesystem clones ranges (XFS
+//     with reflink, btrfs: FICLONERANGE), a verified run of page-aligned
+//     chunks is cloned instead of written: the new file shares the old
+//     one's blocks, costing no page cache, no writeback and no disk space
+//     (Stats.ClonedBytes); a source that changes between the check and the
+//     clone fails the file's SHA-256, which is computed from what the file
+//     holds at the end. ext4 and tmpfs refuse, and the bytes are written;
 //  2. otherwise the store: chunks are grouped by pack, sorted by offset and
 //     coalesced into runs, each run read with one ranged request by a
 //     bounded pool of workers; a worker decodes and writes the run's blocks

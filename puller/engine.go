@@ -67,6 +67,7 @@ type Stats struct {
 	LocalChunks     int64 // distinct chunks copied from local files
 	RemoteChunks    int64 // distinct chunks read from the store
 	ReusedBytes     int64 // raw bytes taken from local files (resumed or copied)
+	ClonedBytes     int64 // of ReusedBytes, shared with their source by a reflink instead of written
 	DownloadedBytes int64 // bytes read from packs (compressed, gaps included)
 	Requests        int64 // ranged reads sent
 }
@@ -151,6 +152,8 @@ type fetch struct {
 	// report copies stats while other workers are still counting.
 	downloaded atomic.Int64
 	requests   atomic.Int64
+	// noClone is set once the destination's filesystem refused a clone.
+	noClone atomic.Bool
 }
 
 // Fetch writes every file, reading each distinct chunk once, verifying it,
@@ -502,6 +505,7 @@ func (f *fetch) copyLocal(ctx context.Context) ([]chunk.ID, error) {
 	}
 	for _, cp := range copiers {
 		f.stats.ReusedBytes += cp.reused
+		f.stats.ClonedBytes += cp.cloned
 	}
 	// In place: ids is ours, and a cold pull keeps nearly all of them
 	// (a second list of a 4 GiB file's ids held 25 MB at the pull's peak).
@@ -540,7 +544,8 @@ type localCopier struct {
 	sources *localSources
 	src     []int32
 	srcOff  []int64
-	reused  int64 // bytes written, summed into stats by copyLocal
+	reused  int64 // bytes written or cloned, summed into stats by copyLocal
+	cloned  int64 // bytes cloned
 
 	run     []copyItem
 	runSrc  int32
@@ -605,6 +610,11 @@ func (c *localCopier) flush() error {
 		off += int(t.length)
 	}
 	if good {
+		if c.clone(first, start) {
+			c.reused += int64(len(c.buf))
+			c.cloned += int64(len(c.buf))
+			return nil
+		}
 		if err := c.f.writeAt(first.file, c.buf, first.offset); err != nil {
 			return err
 		}
@@ -625,6 +635,33 @@ func (c *localCopier) flush() error {
 		c.reused += int64(len(data))
 	}
 	return nil
+}
+
+// cloneAlign is the alignment a run needs to be cloned: the block size of
+// the filesystems that clone (4 KiB). Memory files and disk images are
+// chunked in 4 KiB pages at page offsets, so their runs qualify.
+const cloneAlign = 4096
+
+// clone makes the run, whose bytes were just read and verified, share its
+// source's blocks instead of being written, where the filesystem can
+// (XFS with reflink, btrfs): the new file then costs no page cache and no
+// writeback. A source changed between the check and the clone cannot pass
+// unnoticed: the file's SHA-256 is computed from what it holds at the end.
+// The first refusal turns cloning off for the rest of the fetch.
+func (c *localCopier) clone(first *target, srcOff int64) bool {
+	f := c.f
+	n := int64(len(c.buf))
+	if f.noClone.Load() || srcOff%cloneAlign != 0 || first.offset%cloneAlign != 0 || n%cloneAlign != 0 {
+		return false
+	}
+	f.writeMu[first.file].Lock()
+	err := cloneRange(f.files[first.file], c.sources.files[c.runSrc], first.offset, srcOff, n)
+	f.writeMu[first.file].Unlock()
+	if err != nil {
+		f.noClone.Store(true)
+		return false
+	}
+	return true
 }
 
 // located is where one chunk to download lies: pack (a number local to

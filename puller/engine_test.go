@@ -907,3 +907,39 @@ func TestFetch_LocalCopyParallel(t *testing.T) {
 		t.Errorf("LocalChunks = %d, RemoteChunks = %d, want %d and %d", st.LocalChunks, st.RemoteChunks, n-len(bad), len(bad))
 	}
 }
+
+// TestFetch_LocalClone checks that local runs are cloned, not written, on
+// a filesystem that can (XFS with reflink, btrfs; run it with TMPDIR on
+// one), and that the file is right. Elsewhere the same fetch copies, and
+// the test says so and skips. (A run holding a page that fails its hash is
+// written chunk by chunk: TestFetch_LocalCopyParallel.)
+func TestFetch_LocalClone(t *testing.T) {
+	const n = 512
+	l := pages(31, n, 4096, false)
+	parts := dataParts(l)
+	var localChunks []index.LocalChunk
+	for i, p := range l {
+		localChunks = append(localChunks, index.LocalChunk{ID: chunk.Sum(p), Offset: int64(i) * 4096, Length: 4096})
+	}
+	_, local := build(parts...)
+	e := newEnv(t)
+	e.addLocal("base", local, localChunks)
+	// The second half first, after a hole: runs land at other offsets
+	// than their source's.
+	recipe, content := build(append(append(append([]part(nil), parts[n/2:]...), zeros(8192)), parts[:n/2]...)...)
+	path := filepath.Join(e.dir, "out")
+	st, err := e.engine(nil).Fetch(context.Background(), []puller.File{{Path: path, Recipe: recipe, Digest: digest(content)}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustEqualFile(t, path, content)
+	if st.LocalChunks != n || st.ReusedBytes != n*4096 {
+		t.Errorf("LocalChunks = %d, ReusedBytes = %d, want %d and %d", st.LocalChunks, st.ReusedBytes, n, n*4096)
+	}
+	if st.ClonedBytes == 0 {
+		t.Skipf("%s cannot clone ranges (ext4, tmpfs): the local pages were copied", e.dir)
+	}
+	if st.ClonedBytes != st.ReusedBytes {
+		t.Errorf("cloned %d of %d reused bytes", st.ClonedBytes, st.ReusedBytes)
+	}
+}

@@ -100,7 +100,7 @@ func newEnv(tb testing.TB) *env {
 }
 
 // addPack writes chunks (deduplicated, as a pusher would) into one real pack,
-// stores it under its content hash and records it in the index.
+// stores it under its id and records it in the index.
 func (e *env) addPack(chunks [][]byte, opts ...pack.Option) chunk.ID {
 	e.tb.Helper()
 	w, err := pack.NewWriter(opts...)
