@@ -425,6 +425,7 @@ func fromPullStats(s puller.Stats) TransferStats {
 		Chunks:          s.Chunks,
 		NewChunks:       s.RemoteChunks,
 		ReusedBytes:     s.ReusedBytes,
+		ClonedBytes:     s.ClonedBytes,
 		DownloadedBytes: s.DownloadedBytes,
 		Requests:        s.Requests,
 	}

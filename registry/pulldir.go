@@ -87,6 +87,7 @@ func addStats(a, b TransferStats) TransferStats {
 		NewChunks:       a.NewChunks + b.NewChunks,
 		NewBytes:        a.NewBytes + b.NewBytes,
 		ReusedBytes:     a.ReusedBytes + b.ReusedBytes,
+		ClonedBytes:     a.ClonedBytes + b.ClonedBytes,
 		UploadedBytes:   a.UploadedBytes + b.UploadedBytes,
 		DownloadedBytes: a.DownloadedBytes + b.DownloadedBytes,
 		Packs:           a.Packs + b.Packs,

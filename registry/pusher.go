@@ -32,12 +32,13 @@ const (
 // side are taken at the object-store client (real requests).
 type TransferStats struct {
 	Files           int64   `json:"files"`
-	RawBytes        int64   `json:"raw_bytes"`    // file bytes, holes included
-	DataBytes       int64   `json:"data_bytes"`   // non-zero bytes chunked
-	Chunks          int64   `json:"chunks"`       // data chunks (not holes)
-	NewChunks       int64   `json:"new_chunks"`   // chunks the other side lacked
-	NewBytes        int64   `json:"new_bytes"`    // raw bytes of those chunks
-	ReusedBytes     int64   `json:"reused_bytes"` // raw bytes not moved thanks to dedup
+	RawBytes        int64   `json:"raw_bytes"`              // file bytes, holes included
+	DataBytes       int64   `json:"data_bytes"`             // non-zero bytes chunked
+	Chunks          int64   `json:"chunks"`                 // data chunks (not holes)
+	NewChunks       int64   `json:"new_chunks"`             // chunks the other side lacked
+	NewBytes        int64   `json:"new_bytes"`              // raw bytes of those chunks
+	ReusedBytes     int64   `json:"reused_bytes"`           // raw bytes not moved thanks to dedup
+	ClonedBytes     int64   `json:"cloned_bytes,omitempty"` // of a pull's reused bytes, shared with a local file by a reflink
 	UploadedBytes   int64   `json:"uploaded_bytes,omitempty"`
 	DownloadedBytes int64   `json:"downloaded_bytes,omitempty"`
 	Packs           int64   `json:"packs,omitempty"`

@@ -128,6 +128,7 @@ type transferSummary struct {
 	NewChunks       int64   `json:"new_chunks"`
 	NewBytes        int64   `json:"new_bytes"`
 	ReusedBytes     int64   `json:"reused_bytes"`
+	ClonedBytes     int64   `json:"cloned_bytes,omitempty"`
 	UploadedBytes   int64   `json:"uploaded_bytes"`
 	DownloadedBytes int64   `json:"downloaded_bytes"`
 	Packs           int64   `json:"packs"`
@@ -141,7 +142,7 @@ func newSummary(op, name, tag, digest string, s registry.TransferStats) transfer
 	out := transferSummary{
 		Op: op, Name: name, Tag: tag, Digest: digest,
 		Files: s.Files, RawBytes: s.RawBytes, DataBytes: s.DataBytes, Chunks: s.Chunks,
-		NewChunks: s.NewChunks, NewBytes: s.NewBytes, ReusedBytes: s.ReusedBytes,
+		NewChunks: s.NewChunks, NewBytes: s.NewBytes, ReusedBytes: s.ReusedBytes, ClonedBytes: s.ClonedBytes,
 		UploadedBytes: s.UploadedBytes, DownloadedBytes: s.DownloadedBytes,
 		Packs: s.Packs, Requests: s.Requests, Seconds: s.Seconds,
 	}
