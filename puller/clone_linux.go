@@ -6,11 +6,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// cloneRange makes n bytes of dst at dstOff share src's blocks at srcOff
+// cloneFile makes n bytes of dst at dstOff share src's blocks at srcOff
 // (FICLONERANGE: XFS with reflink, btrfs, bcachefs), copying nothing.
 // Offsets and n must be multiples of the filesystem block size; ext4 and
 // tmpfs refuse with EOPNOTSUPP.
-func cloneRange(dst, src *os.File, dstOff, srcOff, n int64) error {
+func cloneFile(dst, src *os.File, dstOff, srcOff, n int64) error {
 	return unix.IoctlFileCloneRange(int(dst.Fd()), &unix.FileCloneRange{
 		Src_fd:      int64(src.Fd()),
 		Src_offset:  uint64(srcOff), //nolint:gosec // a file offset

@@ -7,6 +7,6 @@ import (
 	"os"
 )
 
-func cloneRange(_, _ *os.File, _, _, _ int64) error {
+func cloneFile(_, _ *os.File, _, _, _ int64) error {
 	return errors.New("cloning ranges is supported on Linux only")
 }
