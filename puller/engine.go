@@ -152,8 +152,9 @@ type fetch struct {
 	// report copies stats while other workers are still counting.
 	downloaded atomic.Int64
 	requests   atomic.Int64
-	// noClone is set once the destination's filesystem refused a clone.
-	noClone atomic.Bool
+	// noClone is set once the filesystem refused a clone, cloned once one
+	// worked.
+	noClone, cloned atomic.Bool
 }
 
 // Fetch writes every file, reading each distinct chunk once, verifying it,
@@ -683,6 +684,20 @@ func (c *localCopier) clone(first *target, srcOff int64) (bool, error) {
 	if f.noClone.Load() {
 		return false, nil
 	}
+	if !f.cloned.Load() {
+		// Not known to work here yet: try now, while the verified bytes are
+		// at hand to be written if the filesystem refuses (ext4 does).
+		f.writeMu[first.file].Lock()
+		err := cloneFile(f.files[first.file], c.sources.files[c.runSrc], first.offset, srcOff, n)
+		f.writeMu[first.file].Unlock()
+		if err != nil {
+			f.noClone.Store(true)
+			return false, nil
+		}
+		f.cloned.Store(true)
+		c.cloned += n
+		return true, nil
+	}
 	*p = cloneRange{src: c.runSrc, file: first.file, srcOff: srcOff, dstOff: first.offset, n: n}
 	return true, nil
 }
@@ -690,9 +705,10 @@ func (c *localCopier) clone(first *target, srcOff int64) (bool, error) {
 // cloneMax bounds a pending clone: what is copied again if it fails.
 const cloneMax = 64 << 20
 
-// flushClone clones the pending range. If the filesystem refuses, the
-// range is copied instead, its bytes read again (they were verified when
-// first read; the file's SHA-256 covers a change since).
+// flushClone clones the pending range. If it is refused after clones
+// worked (a source on another filesystem), the range is copied instead,
+// its bytes read again (they were verified when first read; the file's
+// SHA-256 covers a change since).
 func (c *localCopier) flushClone() error {
 	p := c.pending
 	if p.n == 0 {
