@@ -34,7 +34,17 @@ var (
 	ErrChunkMissing = errors.New("chunk missing from store")
 	// ErrDigestMismatch: a written file does not hash to its recorded digest.
 	ErrDigestMismatch = errors.New("file digest mismatch")
+	// ErrFileTooLarge: a recipe describes a file over MaxFileSize.
+	ErrFileTooLarge = errors.New("file too large")
 )
+
+// MaxFileSize bounds a file a fetch writes: 16 TiB, ext4's limit with 4 KiB
+// blocks, far above any guest memory or disk image. XFS and btrfs take
+// larger sparse files, and a recipe of holes passes every size check but
+// this one: its digest covers every byte, so a hostile 512 TiB of holes
+// would keep a pull hashing zeros for days. 16 TiB of holes still take
+// hours; the digest cannot skip them.
+const MaxFileSize = 16 << 40
 
 // PackReader reads a byte range of a pack from wherever packs are stored.
 // The engine verifies every chunk it extracts, so implementations need not.
@@ -165,6 +175,11 @@ type fetch struct {
 func (e *Engine) Fetch(ctx context.Context, files []File, progress func(Stats)) (Stats, error) {
 	f := &fetch{e: e, progress: progress}
 	defer f.closeAll()
+	for _, file := range files {
+		if file.Recipe != nil && file.Recipe.Size > MaxFileSize {
+			return f.snapshot(), fmt.Errorf("fetch %s: %w: %d bytes, limit %d", file.Path, ErrFileTooLarge, file.Recipe.Size, int64(MaxFileSize))
+		}
+	}
 	if err := checkSpace(files); err != nil {
 		return f.snapshot(), fmt.Errorf("fetch: %w", err)
 	}

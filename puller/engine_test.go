@@ -788,17 +788,24 @@ func TestFetch_BadInput(t *testing.T) {
 			}
 		})
 	}
-	// A recipe claiming far more data than the disk holds (64 TiB) is
+	// A recipe claiming far more data than the disk holds (8 TiB) is
 	// refused before any file is created.
 	huge := &manifest.Recipe{}
-	for range 1 << 14 {
+	for range 1 << 11 {
 		huge.AppendData(chunk.Sum(c), math.MaxUint32)
 	}
 	hugePath := filepath.Join(e.dir, "huge")
 	if _, err := e.engine(nil).Fetch(context.Background(), []puller.File{{Path: hugePath, Recipe: huge}}, nil); !errors.Is(err, puller.ErrNoSpace) {
-		t.Fatalf("64 TiB recipe: err = %v, want ErrNoSpace", err)
+		t.Fatalf("8 TiB recipe: err = %v, want ErrNoSpace", err)
 	} else if !strings.Contains(err.Error(), "free") {
 		t.Errorf("error %q does not say how much is free", err)
+	}
+	// So is a file over MaxFileSize, even of holes only (which XFS and
+	// btrfs would create, and whose digest would take days).
+	hugeHoles := &manifest.Recipe{}
+	hugeHoles.AppendZero(1 << 49)
+	if _, err := e.engine(nil).Fetch(context.Background(), []puller.File{{Path: hugePath, Recipe: hugeHoles}}, nil); !errors.Is(err, puller.ErrFileTooLarge) {
+		t.Fatalf("512 TiB of holes: err = %v, want ErrFileTooLarge", err)
 	}
 	if _, err := os.Stat(hugePath); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("refused fetch left %s: %v", hugePath, err)

@@ -399,8 +399,10 @@ func TestHostile_Store(t *testing.T) {
 	})
 
 	t.Run("layer size 1<<49 with a matching recipe of holes", func(t *testing.T) {
-		// Valid by every bound, so the pull must not create a 512 TiB
-		// file outside staging; what it writes inside staging is removed.
+		// Valid by every bound of the manifest and the recipe: the pull
+		// refuses it by the engine's MaxFileSize (ext4 would refuse to
+		// create it; XFS would, and hash 512 TiB of zeros), and must not
+		// leave anything outside staging.
 		rec := &manifest.Recipe{}
 		rec.AppendZero(1 << 49)
 		data, err := manifest.EncodeFull(rec)
