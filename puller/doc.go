@@ -26,7 +26,8 @@
 // excluded) fits in the free space of their filesystem, less 64 MiB of
 // slack, and fails with ErrNoSpace naming both numbers otherwise: a pull
 // that would fill the disk, or a hostile recipe claiming terabytes, is
-// refused up front instead of failing part-way.
+// refused up front instead of failing part-way. So is a file over
+// MaxFileSize (16 TiB), even one of holes only.
 //
 // Zero extents are never fetched nor written: the file is created at its
 // full size and they stay holes. Every chunk is verified before it is
