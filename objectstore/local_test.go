@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/cocoonstack/epoch-dedup/objectstore"
@@ -222,5 +223,42 @@ func TestLocal_SpoolIsLinked(t *testing.T) {
 	}
 	if !os.SameFile(spoolInfo, objInfo) {
 		t.Error("the object is a copy of the spool, not the spool")
+	}
+}
+
+// TestLocal_SpoolOtherFilesystem checks that a spool the folder store
+// cannot link (another filesystem: /dev/shm against the test's temp dir)
+// is copied instead, whole.
+func TestLocal_SpoolOtherFilesystem(t *testing.T) {
+	shm, err := os.MkdirTemp("/dev/shm", "spool-test-")
+	if err != nil {
+		t.Skipf("no /dev/shm: %v", err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(shm) })
+	root := t.TempDir()
+	shmInfo, err1 := os.Stat(shm)
+	rootInfo, err2 := os.Stat(root)
+	if err1 != nil || err2 != nil {
+		t.Fatal(err1, err2)
+	}
+	if shmInfo.Sys().(*syscall.Stat_t).Dev == rootInfo.Sys().(*syscall.Stat_t).Dev {
+		t.Skip("/dev/shm and the temp dir are one filesystem")
+	}
+	c := newLocal(t, root)
+	sp, err := objectstore.NewSpool(shm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sp.Close() }()
+	data := bytes.Repeat([]byte("spooled "), 100000)
+	if _, err := sp.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Put(t.Context(), "packs/q", sp, int64(len(data)), objectstore.PutOptions{IfNoneMatch: true}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(root, "packs", "q"))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("copied spool: %d bytes, %v", len(got), err)
 	}
 }
