@@ -2,12 +2,14 @@ package registry_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cocoonstack/epoch-dedup/objectstore/objectstoretest"
 	"github.com/cocoonstack/epoch-dedup/registry"
@@ -205,5 +207,45 @@ func TestPushBlob_SpooledRecipe(t *testing.T) {
 				t.Errorf("cache holds %d spool files and %d recipes, want 0 and 1", spools, cached)
 			}
 		})
+	}
+}
+
+// TestRegistry_RemovesStaleSpools: a killed push leaves its named spool
+// files in the cache folder; the next registry to open that folder removes
+// those older than a day, and nothing else.
+func TestRegistry_RemovesStaleSpools(t *testing.T) {
+	cache := t.TempDir()
+	old := time.Now().Add(-48 * time.Hour)
+	files := map[string]bool{ // name -> removed
+		"spool-123":          true,
+		"recipe-456.spool":   true,
+		"spool-running":      false, // written just now: a push in flight
+		"notes.txt":          false,
+		"index-unrelated.db": false,
+	}
+	for name := range files {
+		p := filepath.Join(cache, name)
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if name != "spool-running" {
+			if err := os.Chtimes(p, old, old); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	store := objectstoretest.Stores(t)["local"]
+	r := registry.New(store, registry.WithCacheDir(cache))
+	t.Cleanup(func() { _ = r.Close() })
+	src := filepath.Join(t.TempDir(), "memory-ranges")
+	writeImage(t, src, 4, 1)
+	if _, _, err := r.PushBlob(t.Context(), src); err != nil {
+		t.Fatal(err)
+	}
+	for name, removed := range files {
+		_, err := os.Stat(filepath.Join(cache, name))
+		if gone := errors.Is(err, fs.ErrNotExist); gone != removed {
+			t.Errorf("%s: removed %v, want %v", name, gone, removed)
+		}
 	}
 }

@@ -261,7 +261,27 @@ func (r *Registry) init(ctx context.Context) error {
 	}
 	r.idx, r.pol, r.enc, r.ready = idx, pol, enc, true
 	r.spoolDir = filepath.Dir(path)
+	removeStaleSpools(r.spoolDir, time.Now().Add(-staleSpoolAge))
 	return nil
+}
+
+// staleSpoolAge is how old a spool file in the cache folder must be to be
+// taken for the leftover of a killed push. Pack spools have no name; a
+// stream's spool and a big recipe's have one while their push runs, and
+// registries of other stores share the folder, so only old ones go.
+const staleSpoolAge = 24 * time.Hour
+
+// removeStaleSpools removes the named spool files in dir last written
+// before the given time. Failures only leave them for the next time.
+func removeStaleSpools(dir string, before time.Time) {
+	for _, pattern := range []string{"spool-*", "recipe-*.spool"} {
+		names, _ := filepath.Glob(filepath.Join(dir, pattern))
+		for _, name := range names {
+			if fi, err := os.Lstat(name); err == nil && fi.Mode().IsRegular() && fi.ModTime().Before(before) {
+				_ = os.Remove(name)
+			}
+		}
+	}
 }
 
 func defaultCacheDir() (string, error) {
