@@ -223,24 +223,26 @@ func writeFullBody(w io.Writer, r *Recipe) (rawLen uint64, err error) {
 	buf := make([]byte, 0, flushAt+binary.MaxVarintLen64+chunk.IDSize)
 	buf = binary.AppendUvarint(buf, uint64(r.Size))
 	buf = binary.AppendUvarint(buf, uint64(len(r.Extents)))
+	flush := func() error {
+		rawLen += uint64(len(buf))
+		if rawLen > maxRawBody {
+			return fmt.Errorf("encode recipe: %w: body of over %d bytes", ErrInvalidRecipe, rawLen)
+		}
+		if _, err := enc.Write(buf); err != nil {
+			return fmt.Errorf("encode recipe: %w", err)
+		}
+		buf = buf[:0]
+		return nil
+	}
 	for i := range r.Extents {
-		buf = appendExtent(buf, &r.Extents[i])
-		if len(buf) >= flushAt || i == len(r.Extents)-1 {
-			rawLen += uint64(len(buf))
-			if rawLen > maxRawBody {
-				return 0, fmt.Errorf("encode recipe: %w: body of over %d bytes", ErrInvalidRecipe, rawLen)
+		if buf = appendExtent(buf, &r.Extents[i]); len(buf) >= flushAt {
+			if err := flush(); err != nil {
+				return 0, err
 			}
-			if _, err := enc.Write(buf); err != nil {
-				return 0, fmt.Errorf("encode recipe: %w", err)
-			}
-			buf = buf[:0]
 		}
 	}
-	if len(r.Extents) == 0 {
-		rawLen = uint64(len(buf))
-		if _, err := enc.Write(buf); err != nil {
-			return 0, fmt.Errorf("encode recipe: %w", err)
-		}
+	if err := flush(); err != nil {
+		return 0, err
 	}
 	if err := enc.Close(); err != nil {
 		return 0, fmt.Errorf("encode recipe: %w", err)
@@ -361,16 +363,10 @@ func seal(kind Kind, raw []byte) ([]byte, error) {
 	// do not compress, and growing a 35 MB body by appending held both
 	// copies at once.
 	out := make([]byte, recipeHeaderSize, recipeHeaderSize+enc.MaxEncodedSize(len(raw))+recipeTrailerSize)
-	copy(out, recipeMagic)
-	out[4] = RecipeVersion
-	out[5] = byte(kind)
-	binary.LittleEndian.PutUint32(out[8:], uint32(len(raw)))
 	out = enc.EncodeAll(raw, out)
-	bodyLen := len(out) - recipeHeaderSize
-	if bodyLen > maxRawBody {
-		return nil, fmt.Errorf("encode recipe: %w: compressed body of %d bytes", ErrInvalidRecipe, bodyLen)
+	if err := putHeader(out, kind, uint64(len(raw)), len(out)-recipeHeaderSize); err != nil {
+		return nil, err
 	}
-	binary.LittleEndian.PutUint32(out[12:], uint32(bodyLen))
 	return binary.LittleEndian.AppendUint32(out, crc32.Checksum(out, castagnoli)), nil
 }
 

@@ -699,22 +699,32 @@ func (c *localCopier) clone(first *target, srcOff int64) (bool, error) {
 	if f.noClone.Load() {
 		return false, nil
 	}
+	rng := cloneRange{src: c.runSrc, file: first.file, srcOff: srcOff, dstOff: first.offset, n: n}
 	if !f.cloned.Load() {
 		// Not known to work here yet: try now, while the verified bytes are
 		// at hand to be written if the filesystem refuses (ext4 does).
-		f.writeMu[first.file].Lock()
-		err := cloneFile(f.files[first.file], c.sources.files[c.runSrc], first.offset, srcOff, n)
-		f.writeMu[first.file].Unlock()
-		if err != nil {
-			f.noClone.Store(true)
+		if !c.cloneNow(rng) {
 			return false, nil
 		}
 		f.cloned.Store(true)
-		c.cloned += n
 		return true, nil
 	}
-	*p = cloneRange{src: c.runSrc, file: first.file, srcOff: srcOff, dstOff: first.offset, n: n}
+	*p = rng
 	return true, nil
+}
+
+// cloneNow clones rng and counts it; a refusal turns cloning off.
+func (c *localCopier) cloneNow(rng cloneRange) bool {
+	f := c.f
+	f.writeMu[rng.file].Lock()
+	err := cloneFile(f.files[rng.file], c.sources.files[rng.src], rng.dstOff, rng.srcOff, rng.n)
+	f.writeMu[rng.file].Unlock()
+	if err != nil {
+		f.noClone.Store(true)
+		return false
+	}
+	c.cloned += rng.n
+	return true
 }
 
 // cloneMax bounds a pending clone: what is copied again if it fails.
@@ -730,16 +740,10 @@ func (c *localCopier) flushClone() error {
 		return nil
 	}
 	c.pending = cloneRange{}
-	f := c.f
-	src := c.sources.files[p.src]
-	f.writeMu[p.file].Lock()
-	err := cloneFile(f.files[p.file], src, p.dstOff, p.srcOff, p.n)
-	f.writeMu[p.file].Unlock()
-	if err == nil {
-		c.cloned += p.n
+	if c.cloneNow(p) {
 		return nil
 	}
-	f.noClone.Store(true)
+	f, src := c.f, c.sources.files[p.src]
 	buf := make([]byte, min(p.n, coalesceMax))
 	for off := int64(0); off < p.n; off += int64(len(buf)) {
 		b := buf[:min(int64(len(buf)), p.n-off)]

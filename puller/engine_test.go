@@ -888,12 +888,7 @@ func TestFetch_CutBodyResumed(t *testing.T) {
 func TestFetch_LocalCopyParallel(t *testing.T) {
 	const n = 10000
 	l := pages(30, n, 256, false)
-	parts := dataParts(l)
-	var localChunks []index.LocalChunk
-	for i, p := range l {
-		localChunks = append(localChunks, index.LocalChunk{ID: chunk.Sum(p), Offset: int64(i) * 256, Length: 256})
-	}
-	_, local := build(parts...)
+	parts, local, localChunks := localFile(l)
 	bad := []int{0, 17, n / 2, n/2 + 1, n - 3}
 	corrupt := bytes.Clone(local)
 	for _, i := range bad {
@@ -922,13 +917,7 @@ func TestFetch_LocalCopyParallel(t *testing.T) {
 // written chunk by chunk: TestFetch_LocalCopyParallel.)
 func TestFetch_LocalClone(t *testing.T) {
 	const n = 512
-	l := pages(31, n, 4096, false)
-	parts := dataParts(l)
-	var localChunks []index.LocalChunk
-	for i, p := range l {
-		localChunks = append(localChunks, index.LocalChunk{ID: chunk.Sum(p), Offset: int64(i) * 4096, Length: 4096})
-	}
-	_, local := build(parts...)
+	parts, local, localChunks := localFile(pages(31, n, 4096, false))
 	e := newEnv(t)
 	e.addLocal("base", local, localChunks)
 	// The second half first, after a hole: runs land at other offsets

@@ -210,6 +210,20 @@ func dataParts(chunks [][]byte) []part {
 	return parts
 }
 
+// localFile lays chunks out back to back as a local file would hold
+// them: their parts for a recipe, the file's bytes, and the index
+// records of where each chunk lies in it.
+func localFile(chunks [][]byte) (parts []part, content []byte, recs []index.LocalChunk) {
+	parts = dataParts(chunks)
+	var off int64
+	for _, c := range chunks {
+		recs = append(recs, index.LocalChunk{ID: chunk.Sum(c), Offset: off, Length: uint32(len(c))})
+		off += int64(len(c))
+	}
+	_, content = build(parts...)
+	return parts, content, recs
+}
+
 // build returns the recipe of parts and the bytes it stands for.
 func build(parts ...part) (*manifest.Recipe, []byte) {
 	r := &manifest.Recipe{}
