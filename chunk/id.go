@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	"github.com/zeebo/blake3"
+
+	"github.com/cocoonstack/epoch-dedup/chunk/internal/pagehash"
 )
 
 // IDSize is the length in bytes of a chunk ID.
@@ -22,6 +24,47 @@ type ID [IDSize]byte
 // Sum returns the ID of data.
 func Sum(data []byte) ID {
 	return ID(blake3.Sum256(data))
+}
+
+// Summer computes the IDs of many chunks, hashing 4 KiB ones four at a
+// time (see package pagehash: 2.4 times blake3.Sum256's throughput on
+// pages). The zero value is ready to use.
+type Summer struct {
+	pages [4][]byte
+	dst   [4]*ID
+	n     int
+	out   [4][32]byte
+}
+
+// Add arranges for *dst to be set to Sum(data). It is set by the time
+// Flush returns; until then data must not change.
+func (s *Summer) Add(data []byte, dst *ID) {
+	if len(data) != pagehash.Size {
+		*dst = Sum(data)
+		return
+	}
+	s.pages[s.n], s.dst[s.n] = data, dst
+	s.n++
+	if s.n == len(s.pages) {
+		pagehash.Sum4(&s.pages, &s.out)
+		for i, d := range s.dst {
+			*d = ID(s.out[i])
+		}
+		s.clear()
+	}
+}
+
+// Flush sets the IDs of the chunks added since the last full group.
+func (s *Summer) Flush() {
+	for i := range s.n {
+		*s.dst[i] = Sum(s.pages[i])
+	}
+	s.clear()
+}
+
+// clear drops the references to the caller's memory.
+func (s *Summer) clear() {
+	s.pages, s.dst, s.n = [4][]byte{}, [4]*ID{}, 0
 }
 
 // Hasher computes an ID over bytes written in pieces: Sum of their

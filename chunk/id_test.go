@@ -2,6 +2,8 @@ package chunk
 
 import (
 	"bytes"
+	"fmt"
+	"math/rand/v2"
 	"testing"
 )
 
@@ -21,5 +23,40 @@ func TestHasher(t *testing.T) {
 	}
 	if got, want := NewHasher().Sum(), Sum(nil); got != want {
 		t.Errorf("empty: %s, want %s", got, want)
+	}
+}
+
+func TestSummer(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	piece := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		return b
+	}
+	for _, lengths := range [][]int{
+		{},
+		{4096},
+		{4096, 4096, 4096},
+		{4096, 4096, 4096, 4096},
+		{4096, 100, 4096, 4096, 8192, 4096, 4096, 0, 4096, 4096},
+		{4095, 4097, 65536},
+	} {
+		t.Run(fmt.Sprint(lengths), func(t *testing.T) {
+			var s Summer
+			ids := make([]ID, len(lengths))
+			data := make([][]byte, len(lengths))
+			for i, n := range lengths {
+				data[i] = piece(n)
+				s.Add(data[i], &ids[i])
+			}
+			s.Flush()
+			for i := range data {
+				if want := Sum(data[i]); ids[i] != want {
+					t.Fatalf("chunk %d (%d bytes): got %s, want %s", i, len(data[i]), ids[i], want)
+				}
+			}
+		})
 	}
 }

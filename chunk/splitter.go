@@ -308,6 +308,17 @@ func (s *Splitter) appendZero(start, end int64) {
 	}
 }
 
+// sumChunks sets the IDs of the non-zero chunks of cs.
+func sumChunks(cs []Chunk) {
+	var s Summer
+	for i := range cs {
+		if c := &cs[i]; !c.Zero {
+			s.Add(c.Data, &c.ID)
+		}
+	}
+	s.Flush()
+}
+
 // hashBatch computes the IDs of the batch's non-zero chunks, splitting them
 // into contiguous shards of about equal bytes, one per worker.
 func (s *Splitter) hashBatch() {
@@ -318,11 +329,7 @@ func (s *Splitter) hashBatch() {
 		}
 	}
 	if s.workers <= 1 || total < parallelMin {
-		for i := range s.batch {
-			if c := &s.batch[i]; !c.Zero {
-				c.ID = Sum(c.Data)
-			}
-		}
+		sumChunks(s.batch)
 		return
 	}
 	var wg sync.WaitGroup
@@ -334,13 +341,7 @@ func (s *Splitter) hashBatch() {
 		}
 		if acc >= per || i == len(s.batch)-1 {
 			shard := s.batch[lo : i+1]
-			wg.Go(func() {
-				for j := range shard {
-					if c := &shard[j]; !c.Zero {
-						c.ID = Sum(c.Data)
-					}
-				}
-			})
+			wg.Go(func() { sumChunks(shard) })
 			lo, acc = i+1, 0
 		}
 	}

@@ -74,6 +74,7 @@ const maxStoredBlock = 2 * MaxBlockRawSize
 type Extractor struct {
 	stored  []byte
 	decoded []byte
+	ids     []chunk.ID // hashes of one block's chunks
 }
 
 // ExtractFrom reads the span starting at pack offset spanOffset from r, in
@@ -121,36 +122,56 @@ func eofIsUnexpected(err error) error {
 // the stored bytes of an entry's block, called once per block in pack
 // order.
 func (x *Extractor) extract(entries []Entry, block func(Entry) ([]byte, error), fn func(Entry, []byte) error) error {
-	var (
-		raw     []byte
-		decErr  error
-		cur     Entry
-		started bool
-	)
-	for _, e := range sortedEntries(entries) {
-		if !started || e.BlockOffset != cur.BlockOffset {
-			started, cur = true, e
-			stored, err := block(e)
-			if err != nil {
-				return err
+	sorted := sortedEntries(entries)
+	for len(sorted) > 0 {
+		n := 1
+		for n < len(sorted) && sorted[n].BlockOffset == sorted[0].BlockOffset {
+			n++
+		}
+		if err := x.extractBlock(sorted[:n], block, fn); err != nil {
+			return err
+		}
+		sorted = sorted[n:]
+	}
+	return nil
+}
+
+// extractBlock decodes the block that all of group (in offset order) sit
+// in, hashes their bytes together (4 KiB chunks go four at a time) and
+// hands each to fn after its hash matched, stopping at the first that does
+// not.
+func (x *Extractor) extractBlock(group []Entry, block func(Entry) ([]byte, error), fn func(Entry, []byte) error) error {
+	first := group[0]
+	stored, err := block(first)
+	if err != nil {
+		return err
+	}
+	raw, err := x.decode(stored)
+	if err != nil {
+		return &CorruptChunkError{ID: first.ID, Reason: fmt.Sprintf("decode block at %d: %v", first.BlockOffset, err)}
+	}
+	x.ids = slices.Grow(x.ids[:0], len(group))[:len(group)]
+	var sum chunk.Summer
+	valid := len(group)
+	for i, e := range group {
+		if e.BlockLength != first.BlockLength || uint64(e.Offset)+uint64(e.Length) > uint64(len(raw)) {
+			valid = i // reported in order below, after the chunks before it
+			break
+		}
+		sum.Add(raw[e.Offset:e.Offset+e.Length], &x.ids[i])
+	}
+	sum.Flush()
+	for i, e := range group {
+		if i == valid {
+			if e.BlockLength != first.BlockLength {
+				return &CorruptChunkError{ID: e.ID, Reason: fmt.Sprintf("block at %d has lengths %d and %d", e.BlockOffset, first.BlockLength, e.BlockLength)}
 			}
-			raw, decErr = x.decode(stored)
+			return &CorruptChunkError{ID: e.ID, Reason: fmt.Sprintf("bytes [%d,%d) outside block at %d of %d bytes", e.Offset, uint64(e.Offset)+uint64(e.Length), e.BlockOffset, len(raw))}
 		}
-		if decErr != nil {
-			return &CorruptChunkError{ID: e.ID, Reason: fmt.Sprintf("decode block at %d: %v", e.BlockOffset, decErr)}
-		}
-		if e.BlockLength != cur.BlockLength {
-			return &CorruptChunkError{ID: e.ID, Reason: fmt.Sprintf("block at %d has lengths %d and %d", e.BlockOffset, cur.BlockLength, e.BlockLength)}
-		}
-		end := uint64(e.Offset) + uint64(e.Length)
-		if end > uint64(len(raw)) {
-			return &CorruptChunkError{ID: e.ID, Reason: fmt.Sprintf("bytes [%d,%d) outside block at %d of %d bytes", e.Offset, end, e.BlockOffset, len(raw))}
-		}
-		data := raw[e.Offset:end]
-		if chunk.Sum(data) != e.ID {
+		if x.ids[i] != e.ID {
 			return &CorruptChunkError{ID: e.ID, Reason: fmt.Sprintf("content hash mismatch (block at %d)", e.BlockOffset)}
 		}
-		if err := fn(e, data); err != nil {
+		if err := fn(e, raw[e.Offset:e.Offset+e.Length]); err != nil {
 			return fmt.Errorf("extract chunk %s: %w", e.ID, err)
 		}
 	}

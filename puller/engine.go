@@ -571,6 +571,7 @@ type localCopier struct {
 	dstEnd  int64
 	runSize int
 	buf     []byte
+	ids     []chunk.ID // the run's hashes
 
 	// pending is a verified range not cloned yet: the runs that follow
 	// it in both files join it, so one ioctl clones many of them.
@@ -628,15 +629,21 @@ func (c *localCopier) flush() error {
 		}
 		return nil
 	}
-	good := true
+	c.ids = slices.Grow(c.ids[:0], len(c.run))[:len(c.run)]
+	var sum chunk.Summer
 	var off int
-	for _, it := range c.run {
-		t := &c.f.targets[it.t]
-		if chunk.Sum(c.buf[off:off+int(t.length)]) != t.id {
+	for i, it := range c.run {
+		n := int(c.f.targets[it.t].length)
+		sum.Add(c.buf[off:off+n], &c.ids[i])
+		off += n
+	}
+	sum.Flush()
+	good := true
+	for i, it := range c.run {
+		if c.ids[i] != c.f.targets[it.t].id {
 			c.markBad(it.k)
 			good = false
 		}
-		off += int(t.length)
 	}
 	if good {
 		cloned, err := c.clone(first, start)

@@ -1,0 +1,13 @@
+//go:build !amd64 || purego
+
+package pagehash
+
+const hasAVX2 = false
+
+func hashF(*[8192]byte, uint64, uint64, uint32, *[8]uint32, *[64]uint32, *[8]uint32) {
+	panic("pagehash: no AVX2 kernel")
+}
+
+func hashP(*[64]uint32, *[64]uint32, uint32, *[8]uint32, *[64]uint32, int) {
+	panic("pagehash: no AVX2 kernel")
+}
