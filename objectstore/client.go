@@ -31,6 +31,15 @@ type Client struct {
 	count  *countingBackend
 }
 
+// TakesSpools reports whether a Put of a Spool made in dir keeps the file
+// itself instead of reading its bytes: the folder store, on Linux, with dir
+// on its filesystem. Nothing reads such a spool's bytes back, so they may
+// be written around the page cache (Spool.Writer).
+func (c *Client) TakesSpools(dir string) bool {
+	t, ok := c.count.b.(interface{ takesSpools(dir string) bool })
+	return ok && t.takesSpools(dir)
+}
+
 // Stats counts what reached the backend, retries included: one request per
 // backend call (a multipart S3 upload is one PutRequest), BytesUp is the
 // size of every Put attempt, BytesDown the bytes actually read from Get

@@ -159,6 +159,11 @@ func (l *localBackend) Put(ctx context.Context, key string, body io.ReadSeeker, 
 	return localInfo(key, fi), nil
 }
 
+// takesSpools: linkTemp links spools made on the store's filesystem.
+func (l *localBackend) takesSpools(dir string) bool {
+	return sameFilesystem(dir, l.root)
+}
+
 // linkTemp makes a spool the temp file of a write without copying a byte:
 // it links the file under a temp name in dir, stamps its mtime and fsyncs
 // it, as writeTemp would have its copy. linked is false, with no error,

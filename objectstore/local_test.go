@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -202,6 +205,9 @@ func TestLocal_SpoolIsLinked(t *testing.T) {
 	}
 	root := t.TempDir()
 	c := newLocal(t, filepath.Join(root, "store"))
+	if !c.TakesSpools(root) {
+		t.Error("TakesSpools is false for a spool folder on the store's filesystem")
+	}
 	sp, err := objectstore.NewSpool(root)
 	if err != nil {
 		t.Fatal(err)
@@ -245,6 +251,9 @@ func TestLocal_SpoolOtherFilesystem(t *testing.T) {
 		t.Skip("/dev/shm and the temp dir are one filesystem")
 	}
 	c := newLocal(t, root)
+	if c.TakesSpools(shm) {
+		t.Error("TakesSpools is true for a spool folder on another filesystem")
+	}
 	sp, err := objectstore.NewSpool(shm)
 	if err != nil {
 		t.Fatal(err)
@@ -260,5 +269,54 @@ func TestLocal_SpoolOtherFilesystem(t *testing.T) {
 	got, err := os.ReadFile(filepath.Join(root, "packs", "q"))
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("copied spool: %d bytes, %v", len(got), err)
+	}
+}
+
+// TestSpoolWriter writes pieces of odd sizes through a spool's writer, with
+// and without O_DIRECT, on the temp dir's filesystem and on tmpfs (which
+// may refuse O_DIRECT: the writer then writes through the page cache), and
+// reads back exactly what was written, before and after more writes that
+// follow a Flush.
+func TestSpoolWriter(t *testing.T) {
+	dirs := []string{t.TempDir()}
+	if shm, err := os.MkdirTemp("/dev/shm", "spool-test-"); err == nil {
+		t.Cleanup(func() { _ = os.RemoveAll(shm) })
+		dirs = append(dirs, shm)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, dir := range dirs {
+		for _, direct := range []bool{false, true} {
+			for _, pieces := range [][]int{{}, {1}, {4095}, {4096}, {8192, 1}, {100, 5000, 70000, 3, 65536}, {1 << 20, 1<<20 + 7}} {
+				t.Run(fmt.Sprint(filepath.Base(dir), direct, pieces), func(t *testing.T) {
+					sp, err := objectstore.NewSpool(dir)
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer func() { _ = sp.Close() }()
+					w := sp.Writer(64<<10, direct)
+					var want []byte
+					for round := range 2 { // the second round writes after a Flush
+						for _, n := range pieces {
+							p := make([]byte, n)
+							for i := range p {
+								p[i] = byte(rng.Uint32())
+							}
+							if k, err := w.Write(p); err != nil || k != n {
+								t.Fatalf("round %d: Write(%d bytes) = %d, %v", round, n, k, err)
+							}
+							want = append(want, p...)
+						}
+						if err := w.Flush(); err != nil {
+							t.Fatal(err)
+						}
+						got := make([]byte, len(want)+1)
+						k, err := sp.ReadAt(got, 0)
+						if k != len(want) || !errors.Is(err, io.EOF) || !bytes.Equal(got[:k], want) {
+							t.Fatalf("round %d: read back %d of %d bytes (%v), equal %v", round, k, len(want), err, bytes.Equal(got[:k], want))
+						}
+					}
+				})
+			}
+		}
 	}
 }

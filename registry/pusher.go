@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -667,11 +666,12 @@ const spoolBuffer = 1 << 20
 // flight instead of the pack (3 x 17 MiB before), and a killed push leaves
 // no file behind. The page cache keeps the bytes for the upload that
 // follows; the folder store takes the file itself, by a link, when it is
-// on the same filesystem.
+// on the same filesystem, and then the bytes are written around the page
+// cache (r.directSpools).
 type packSpool struct {
 	w  *pack.Writer
 	f  *objectstore.Spool
-	bw *bufio.Writer
+	bw *objectstore.SpoolWriter
 }
 
 // newPackSpool starts a pack like newPackWriter, streamed to a spool file.
@@ -681,7 +681,7 @@ func (r *Registry) newPackSpool() (*packSpool, error) {
 		return nil, fmt.Errorf("spool pack: %w", err)
 	}
 	sp := &packSpool{f: f}
-	sp.bw = bufio.NewWriterSize(f, spoolBuffer)
+	sp.bw = f.Writer(spoolBuffer, r.directSpools)
 	if sp.w, err = r.newPackWriter(pack.WithOutput(sp.bw)); err != nil {
 		sp.close()
 		return nil, err

@@ -150,6 +150,9 @@ type Registry struct {
 	gcRecs   map[string]*gcRecord // plans and tombstones read, by key (immutable objects)
 	bg       sync.WaitGroup       // background removals of replaced files
 	spoolDir string               // where pushes spool packs: the index's folder
+	// directSpools: the store takes pack spools as they are, so their
+	// bytes skip the page cache.
+	directSpools bool
 	// spoolExtents is spoolRecipeExtents, lowered by tests.
 	spoolExtents int
 }
@@ -261,6 +264,7 @@ func (r *Registry) init(ctx context.Context) error {
 	}
 	r.idx, r.pol, r.enc, r.ready = idx, pol, enc, true
 	r.spoolDir = filepath.Dir(path)
+	r.directSpools = r.store.TakesSpools(r.spoolDir)
 	removeStaleSpools(r.spoolDir, time.Now().Add(-staleSpoolAge))
 	return nil
 }
