@@ -505,6 +505,22 @@ func BenchmarkSum_4K(b *testing.B) {
 	}
 }
 
+// BenchmarkSummer_4K hashes the same page as BenchmarkSum_4K, four pages
+// per kernel call.
+func BenchmarkSummer_4K(b *testing.B) {
+	data := randomBytes(1, 4*PageSize)
+	var ids [4]ID
+	b.SetBytes(4 * PageSize)
+	b.ReportAllocs()
+	for b.Loop() {
+		var s Summer
+		for i := range ids {
+			s.Add(data[i*PageSize:(i+1)*PageSize], &ids[i])
+		}
+		s.Flush()
+	}
+}
+
 func BenchmarkIsZero(b *testing.B) {
 	zero := make([]byte, PageSize)
 	data := randomBytes(1, PageSize)

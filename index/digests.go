@@ -45,11 +45,55 @@ func (db *DB) KnownDigest(key chunk.ID) (digest [DigestSize]byte, ok bool, err e
 	return digest, ok, nil
 }
 
-func checkDigests(tx *bolt.Tx, report func(string, ...any) bool) {
-	_ = tx.Bucket(bucketDigests).ForEach(func(k, v []byte) error {
-		if (len(k) != chunk.IDSize || len(v) != DigestSize) && !report("digest record %x: %d-byte key, %d-byte value", k, len(k), len(v)) {
-			return errStop
+// RememberRecipe records that the recipe with content key key is stored
+// as the full recipe object id: a push of the same content (the same
+// memory saved to a new file) names that object instead of encoding the
+// recipe again. The caller checks that the object still exists before it
+// uses it.
+func (db *DB) RememberRecipe(key, id chunk.ID) error {
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketRecipeIDs).Put(key[:], id[:])
+	})
+	if err != nil {
+		return fmt.Errorf("remember recipe of %s: %w", key, err)
+	}
+	return nil
+}
+
+// KnownRecipe returns the recipe object RememberRecipe recorded for key.
+func (db *DB) KnownRecipe(key chunk.ID) (id chunk.ID, ok bool, err error) {
+	err = db.bolt.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketRecipeIDs).Get(key[:])
+		if v == nil {
+			return nil
 		}
+		if len(v) != chunk.IDSize {
+			return fmt.Errorf("%w: recipe id of %s has %d bytes", ErrCorrupt, key, len(v))
+		}
+		copy(id[:], v)
+		ok = true
 		return nil
 	})
+	if err != nil {
+		return id, false, fmt.Errorf("known recipe of %s: %w", key, err)
+	}
+	return id, ok, nil
+}
+
+func checkDigests(tx *bolt.Tx, report func(string, ...any) bool) {
+	for _, b := range []struct {
+		name   []byte
+		what   string
+		values int
+	}{{bucketDigests, "digest", DigestSize}, {bucketRecipeIDs, "recipe id", chunk.IDSize}} {
+		err := tx.Bucket(b.name).ForEach(func(k, v []byte) error {
+			if (len(k) != chunk.IDSize || len(v) != b.values) && !report("%s record %x: %d-byte key, %d-byte value", b.what, k, len(k), len(v)) {
+				return errStop
+			}
+			return nil
+		})
+		if err != nil {
+			return
+		}
+	}
 }

@@ -39,3 +39,26 @@ func TestDB_Digests(t *testing.T) {
 	}
 	db.MustCheck()
 }
+
+func TestDB_RecipeIDs(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 8))
+	db := indextest.MustOpen(t, "", nil)
+	a, b := randID(rng), randID(rng)
+	ra, rb := randID(rng), randID(rng)
+	if _, ok, err := db.KnownRecipe(a); ok || err != nil {
+		t.Fatalf("KnownRecipe of an unknown key = %v, %v", ok, err)
+	}
+	for _, kv := range [][2]chunk.ID{{a, rb}, {a, ra}, {b, rb}} { // the later call wins
+		if err := db.RememberRecipe(kv[0], kv[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db = db.MustReopen()
+	for _, want := range [][2]chunk.ID{{a, ra}, {b, rb}} {
+		got, ok, err := db.KnownRecipe(want[0])
+		if err != nil || !ok || got != want[1] {
+			t.Errorf("KnownRecipe(%s) = %s, %v, %v; want %s", want[0], got, ok, err, want[1])
+		}
+	}
+	db.MustCheck()
+}

@@ -69,7 +69,8 @@ var (
 	bucketFileChunks = []byte("filechunks") // file no ‖ chunk id -> nil (to forget a file)
 	bucketDeleted    = []byte("deleted")    // pack id -> nil: packs a gc tombstone names; never added again
 	bucketDigests    = []byte("digests")    // recipe content key -> SHA-256 of those bytes
-	allBuckets       = [][]byte{bucketMeta, bucketPacks, bucketPending, bucketChunks, bucketIngested, bucketFiles, bucketPaths, bucketLocal, bucketFileChunks, bucketDeleted, bucketDigests}
+	bucketRecipeIDs  = []byte("recipeIDs")  // recipe content key -> id of a full recipe object in the store
+	allBuckets       = [][]byte{bucketMeta, bucketPacks, bucketPending, bucketChunks, bucketIngested, bucketFiles, bucketPaths, bucketLocal, bucketFileChunks, bucketDeleted, bucketDigests, bucketRecipeIDs}
 
 	keyMagic   = []byte("magic")
 	keyVersion = []byte("version")

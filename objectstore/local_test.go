@@ -273,47 +273,53 @@ func TestLocal_SpoolOtherFilesystem(t *testing.T) {
 }
 
 // TestSpoolWriter writes pieces of odd sizes through a spool's writer, with
-// and without O_DIRECT, on the temp dir's filesystem and on tmpfs (which
-// may refuse O_DIRECT: the writer then writes through the page cache), and
-// reads back exactly what was written, before and after more writes that
-// follow a Flush.
+// and without O_DIRECT (several buffers in flight), on the temp dir's
+// filesystem and on tmpfs (which may refuse O_DIRECT: the writer then
+// writes through the page cache), and reads back exactly what was written.
 func TestSpoolWriter(t *testing.T) {
 	dirs := []string{t.TempDir()}
 	if shm, err := os.MkdirTemp("/dev/shm", "spool-test-"); err == nil {
 		t.Cleanup(func() { _ = os.RemoveAll(shm) })
 		dirs = append(dirs, shm)
 	}
+	const buf = objectstore.SpoolBufferSize
 	rng := rand.New(rand.NewPCG(3, 4))
+	// Writers run one after another, so later ones get the buffers
+	// earlier ones returned.
 	for _, dir := range dirs {
 		for _, direct := range []bool{false, true} {
-			for _, pieces := range [][]int{{}, {1}, {4095}, {4096}, {8192, 1}, {100, 5000, 70000, 3, 65536}, {1 << 20, 1<<20 + 7}} {
+			for _, pieces := range [][]int{{}, {1}, {4095}, {4096}, {8192, 1}, {100, 5000, 70000, 3, 65536}, {buf}, {buf - 1, 2}, {3*buf + 7, 5 * buf, 4096, 1}} {
 				t.Run(fmt.Sprint(filepath.Base(dir), direct, pieces), func(t *testing.T) {
 					sp, err := objectstore.NewSpool(dir)
 					if err != nil {
 						t.Fatal(err)
 					}
 					defer func() { _ = sp.Close() }()
-					w := sp.Writer(64<<10, direct)
+					w, err := sp.Writer(direct)
+					if err != nil {
+						t.Fatal(err)
+					}
 					var want []byte
-					for round := range 2 { // the second round writes after a Flush
-						for _, n := range pieces {
-							p := make([]byte, n)
-							for i := range p {
-								p[i] = byte(rng.Uint32())
-							}
-							if k, err := w.Write(p); err != nil || k != n {
-								t.Fatalf("round %d: Write(%d bytes) = %d, %v", round, n, k, err)
-							}
-							want = append(want, p...)
+					for _, n := range pieces {
+						p := make([]byte, n)
+						for i := range p {
+							p[i] = byte(rng.Uint32())
 						}
-						if err := w.Flush(); err != nil {
-							t.Fatal(err)
+						if k, err := w.Write(p); err != nil || k != n {
+							t.Fatalf("Write(%d bytes) = %d, %v", n, k, err)
 						}
-						got := make([]byte, len(want)+1)
-						k, err := sp.ReadAt(got, 0)
-						if k != len(want) || !errors.Is(err, io.EOF) || !bytes.Equal(got[:k], want) {
-							t.Fatalf("round %d: read back %d of %d bytes (%v), equal %v", round, k, len(want), err, bytes.Equal(got[:k], want))
-						}
+						want = append(want, p...)
+					}
+					if err := w.Close(); err != nil {
+						t.Fatal(err)
+					}
+					if pos, err := sp.Seek(0, io.SeekCurrent); err != nil || pos != int64(len(want)) {
+						t.Errorf("spool offset after Close: %d, %v; want %d", pos, err, len(want))
+					}
+					got := make([]byte, len(want)+1)
+					k, err := sp.ReadAt(got, 0)
+					if k != len(want) || !errors.Is(err, io.EOF) || !bytes.Equal(got[:k], want) {
+						t.Fatalf("read back %d of %d bytes (%v), equal %v", k, len(want), err, bytes.Equal(got[:k], want))
 					}
 				})
 			}

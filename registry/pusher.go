@@ -657,10 +657,6 @@ func (r *Registry) putImmutableBody(ctx context.Context, key string, body io.Rea
 	return err
 }
 
-// spoolBuffer is the write buffer in front of a spool file: a 16 MiB pack
-// is then 16 writes, not one per 64 KiB block.
-const spoolBuffer = 1 << 20
-
 // packSpool is a pack being written to an anonymous spool file in the
 // cache dir (objectstore.Spool): a push holds a few hundred KiB per pack in
 // flight instead of the pack (3 x 17 MiB before), and a killed push leaves
@@ -681,7 +677,10 @@ func (r *Registry) newPackSpool() (*packSpool, error) {
 		return nil, fmt.Errorf("spool pack: %w", err)
 	}
 	sp := &packSpool{f: f}
-	sp.bw = f.Writer(spoolBuffer, r.directSpools)
+	if sp.bw, err = f.Writer(r.directSpools); err != nil {
+		sp.close()
+		return nil, fmt.Errorf("spool pack: %w", err)
+	}
 	if sp.w, err = r.newPackWriter(pack.WithOutput(sp.bw)); err != nil {
 		sp.close()
 		return nil, err
@@ -695,7 +694,7 @@ func (sp *packSpool) finish() (chunk.ID, int64, []pack.Entry, error) {
 	if err != nil {
 		return chunk.ID{}, 0, nil, err
 	}
-	if err := sp.bw.Flush(); err != nil {
+	if err := sp.bw.Close(); err != nil {
 		return chunk.ID{}, 0, nil, fmt.Errorf("spool pack: %w", err)
 	}
 	return sp.w.ID(), sp.w.Size(), entries, nil

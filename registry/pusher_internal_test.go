@@ -88,3 +88,58 @@ func TestFileDigest_ReadBack(t *testing.T) {
 		})
 	}
 }
+
+// TestStoreRecipe_Remembered checks that a recipe stored in full is
+// remembered by its content key and named again without encoding it, and
+// that a remembered object the store no longer holds is stored again.
+func TestStoreRecipe_Remembered(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	store, err := objectstore.NewLocal(filepath.Join(dir, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := New(store, WithCacheDir(filepath.Join(dir, "cache")))
+	t.Cleanup(func() { _ = r.Close() })
+	if err := r.init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	recipe := &manifest.Recipe{}
+	recipe.AppendData(chunk.Sum([]byte("a page")), 4096)
+	recipe.AppendZero(1 << 20)
+	recipe.AppendData(chunk.Sum([]byte("another page")), 4096)
+	id, err := r.storeRecipe(ctx, recipe, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if known, ok, err := r.idx.KnownRecipe(recipe.ContentKey()); err != nil || !ok || known != id {
+		t.Fatalf("KnownRecipe = %s, %v, %v; want %s", known, ok, err, id)
+	}
+	// A remembered id is taken as it is: point the key at another stored
+	// object and the next store names that one.
+	other := &manifest.Recipe{}
+	other.AppendZero(4096)
+	otherID, err := r.storeRecipe(ctx, other, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.idx.RememberRecipe(recipe.ContentKey(), otherID); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := r.storeRecipe(ctx, recipe, nil); err != nil || got != otherID {
+		t.Fatalf("store of a remembered recipe = %s, %v; want the remembered %s", got, err, otherID)
+	}
+	// Gone from the store (a gc removed it): encoded and stored again.
+	if err := r.idx.RememberRecipe(recipe.ContentKey(), id); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Delete(ctx, recipeKey(id)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := r.storeRecipe(ctx, recipe, nil); err != nil || got != id {
+		t.Fatalf("store after the object was removed = %s, %v; want %s", got, err, id)
+	}
+	if _, err := store.Stat(ctx, recipeKey(id)); err != nil {
+		t.Fatalf("recipe not stored again: %v", err)
+	}
+}

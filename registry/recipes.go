@@ -30,6 +30,15 @@ func (r *Registry) storeRecipe(ctx context.Context, recipe *manifest.Recipe, bas
 	if base != nil && base.recipe.Equal(recipe) {
 		return base.id, nil
 	}
+	// The same content pushed again (the same memory saved to a new file)
+	// has a recipe object already: name it instead of encoding the recipe
+	// (a 1 GiB memory file's is 6 MB of zstd) only to find it stored.
+	key := recipe.ContentKey()
+	if id, ok, err := r.idx.KnownRecipe(key); err == nil && ok {
+		if _, err := r.store.Stat(ctx, recipeKey(id)); err == nil {
+			return id, nil
+		}
+	}
 	full, err := r.encodeRecipe(recipe)
 	if err != nil {
 		return chunk.ID{}, err
@@ -46,7 +55,15 @@ func (r *Registry) storeRecipe(ctx context.Context, recipe *manifest.Recipe, bas
 			obj = &encodedRecipe{id: chunk.Sum(patch), size: int64(len(patch)), data: patch}
 		}
 	}
+	// A full object the store holds is remembered; failing to only costs
+	// the next push of this content an encoding.
+	remember := func() {
+		if obj == full {
+			_ = r.idx.RememberRecipe(key, full.id)
+		}
+	}
 	if _, err := r.store.Stat(ctx, recipeKey(obj.id)); err == nil {
+		remember()
 		return obj.id, nil
 	}
 	body, err := obj.body()
@@ -57,6 +74,7 @@ func (r *Registry) storeRecipe(ctx context.Context, recipe *manifest.Recipe, bas
 		return chunk.ID{}, fmt.Errorf("write recipe %s: %w", obj.id, err)
 	}
 	r.keepRecipe(obj)
+	remember()
 	return obj.id, nil
 }
 
