@@ -1,6 +1,7 @@
 package index_test
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -764,4 +765,81 @@ func BenchmarkDB_Lookup(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(ids)), "ns/id")
 	})
+}
+
+// TestDB_LookupMany_Orders checks LookupMany against Lookup for ids in
+// every shape its walk distinguishes: sorted, shuffled, duplicated,
+// absent (before, between and after the stored ids), sparse and dense
+// over the tree, pending and merged, across slice boundaries.
+func TestDB_LookupMany_Orders(t *testing.T) {
+	rng := rand.New(rand.NewPCG(12, 12))
+	db := indextest.MustOpen(t, "", &index.Options{MergeThreshold: 1 << 20})
+	var stored []chunk.ID
+	for i := range 12 {
+		p := randPack(rng, 4096)
+		addPack(t, db, p)
+		for _, e := range p.Entries {
+			stored = append(stored, e.ID)
+		}
+		if i == 9 {
+			if err := db.Merge(); err != nil { // the last two stay pending
+				t.Fatal(err)
+			}
+		}
+	}
+	absent := func(n int) []chunk.ID {
+		ids := make([]chunk.ID, n)
+		for i := range ids {
+			ids[i] = randID(rng)
+		}
+		ids[0] = chunk.ID{}                                           // before every key
+		ids[n-1] = chunk.ID(bytes.Repeat([]byte{0xff}, chunk.IDSize)) // after every key
+		return ids
+	}
+	shuffled := slices.Clone(stored)
+	rng.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+	sorted := slices.Clone(stored)
+	slices.SortFunc(sorted, func(a, b chunk.ID) int { return bytes.Compare(a[:], b[:]) })
+	var sparse, mixed, dups []chunk.ID
+	for i := 0; i < len(sorted); i += 97 {
+		sparse = append(sparse, sorted[i])
+	}
+	for i, id := range shuffled[:5000] {
+		mixed = append(mixed, id)
+		if i%3 == 0 {
+			mixed = append(mixed, randID(rng))
+		}
+		if i%50 == 0 {
+			dups = append(dups, id, id, id)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		ids  []chunk.ID
+	}{
+		{"sorted", sorted},
+		{"shuffled", shuffled},
+		{"sparse", sparse},
+		{"absent", absent(1000)},
+		{"mixed", mixed},
+		{"duplicates", dups},
+		{"one", stored[:1]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			seen := 0
+			err := db.LookupMany(tc.ids, func(i int, loc index.Location, ok bool) {
+				if i != seen {
+					t.Fatalf("fn called for %d, want %d (in order)", i, seen)
+				}
+				seen++
+				want, wantOK, err := db.Lookup(tc.ids[i])
+				if err != nil || ok != wantOK || loc != want {
+					t.Fatalf("id %d: LookupMany %v %v, Lookup %v %v %v", i, loc, ok, want, wantOK, err)
+				}
+			})
+			if err != nil || seen != len(tc.ids) {
+				t.Fatalf("LookupMany: %d of %d, %v", seen, len(tc.ids), err)
+			}
+		})
+	}
 }
