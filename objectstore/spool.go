@@ -57,13 +57,15 @@ const directAlign = 4096
 // SpoolBufferSize is the size of a SpoolWriter's buffers.
 const SpoolBufferSize = 1 << 20
 
-// directInFlight is how many buffers a direct SpoolWriter writes at once:
-// an O_DIRECT write returns when the device has the bytes, so one at a
-// time would leave the device idle between them.
+// directInFlight is how many buffers a direct SpoolWriter has: one is
+// filled while the others are written. An O_DIRECT write returns when the
+// device has the bytes, so with one buffer the caller would wait for the
+// device; more than one write at a time was slower (ext4 serialises
+// extending direct writes).
 const directInFlight = 2
 
 // directBuffers recycles the aligned buffers of direct writers (a 16 MiB
-// pack would otherwise allocate four of its own).
+// pack would otherwise allocate its own).
 var directBuffers = sync.Pool{New: func() any {
 	raw := make([]byte, SpoolBufferSize+directAlign)
 	off := int(-uintptr(unsafe.Pointer(&raw[0])) & (directAlign - 1)) //nolint:gosec // the address is only read, to align the buffer
@@ -72,8 +74,8 @@ var directBuffers = sync.Pool{New: func() any {
 }}
 
 // SpoolWriter is a buffered writer for a spool. With direct set it writes
-// whole buffers around the page cache (O_DIRECT, Linux), several at once
-// in the background while the caller fills the next, and the last partial
+// whole buffers around the page cache (O_DIRECT, Linux), each in the
+// background while the caller fills the other, and the last partial
 // block through the page cache. For a spool the store takes as it is (see
 // Client.TakesSpools), whose bytes nobody reads back, copying them into
 // page cache pages only costs CPU (and, on VMs whose free memory goes back

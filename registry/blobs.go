@@ -66,7 +66,7 @@ func (r *Registry) pushBlob(ctx context.Context, filePath string, progress Progr
 	if err := p.finish(); err != nil {
 		return nil, TransferStats{}, fmt.Errorf("push blob %s: %w", filePath, err)
 	}
-	id, err := r.storeRecipe(ctx, res.recipe, nil)
+	id, err := r.storeRecipe(ctx, res.recipe, res.key, nil)
 	if err != nil {
 		return nil, TransferStats{}, fmt.Errorf("push blob %s: %w", filePath, err)
 	}

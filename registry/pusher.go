@@ -142,7 +142,8 @@ func (p *pusher) failed() error {
 // fileResult is what pushing one file yields.
 type fileResult struct {
 	recipe *manifest.Recipe
-	digest string // sha256 hex
+	key    chunk.ID // recipe.ContentKey(), hashed once for the digest and the recipe object
+	digest string   // sha256 hex
 	size   int64
 	mode   os.FileMode
 	params chunk.Params
@@ -277,14 +278,15 @@ func (p *pusher) addFile(path, verified string) (*fileResult, error) {
 	if recipe.Size != size {
 		return nil, fmt.Errorf("push %s: file changed while it was read (%d bytes chunked, %d expected)", path, recipe.Size, size)
 	}
-	digest, remembered, err := p.fileDigest(fh, recipe, fi)
+	key := recipe.ContentKey()
+	digest, remembered, err := p.fileDigest(fh, recipe, key, fi)
 	if err != nil {
 		return nil, fmt.Errorf("push %s: %w", path, err)
 	}
 	atomic.AddInt64(&p.stats.Files, 1)
 	atomic.AddInt64(&p.stats.RawBytes, size)
 	return &fileResult{
-		recipe: recipe, digest: digest, remembered: remembered,
+		recipe: recipe, key: key, digest: digest, remembered: remembered,
 		size: size, mode: fi.Mode().Perm(), params: params,
 	}, nil
 }
@@ -295,8 +297,7 @@ func (p *pusher) addFile(path, verified string) (*fileResult, error) {
 // Bytes read back must be the bytes chunked: the file's validator (size,
 // mtime, inode) must not have changed since it was opened. A digest
 // computed here is remembered.
-func (p *pusher) fileDigest(fh *fileHash, recipe *manifest.Recipe, before os.FileInfo) (string, bool, error) {
-	key := recipe.ContentKey()
+func (p *pusher) fileDigest(fh *fileHash, recipe *manifest.Recipe, key chunk.ID, before os.FileInfo) (string, bool, error) {
 	if fh.verified != "" {
 		if err := p.r.rememberDigest(key, fh.verified); err != nil {
 			return "", false, err

@@ -20,16 +20,7 @@ import (
 // it was opened, refused once it changed, and remembered only when right.
 func TestFileDigest_ReadBack(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	store, err := objectstore.NewLocal(filepath.Join(dir, "store"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := New(store, WithCacheDir(filepath.Join(dir, "cache")))
-	t.Cleanup(func() { _ = r.Close() })
-	if err := r.init(ctx); err != nil {
-		t.Fatal(err)
-	}
+	r, _ := initRegistry(t)
 	tests := []struct {
 		name    string
 		change  func(path string)
@@ -68,7 +59,7 @@ func TestFileDigest_ReadBack(t *testing.T) {
 			recipe.AppendData(sha256.Sum256([]byte(tt.name)), uint32(len(content)))
 			p := r.newPusher(ctx, nil)
 			defer func() { _ = p.finish() }()
-			digest, remembered, err := p.fileDigest(newFileHash(f, []chunk.Region{{Length: fi.Size()}}), recipe, fi)
+			digest, remembered, err := p.fileDigest(newFileHash(f, []chunk.Region{{Length: fi.Size()}}), recipe, recipe.ContentKey(), fi)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tt.wantErr)
@@ -94,21 +85,12 @@ func TestFileDigest_ReadBack(t *testing.T) {
 // that a remembered object the store no longer holds is stored again.
 func TestStoreRecipe_Remembered(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	store, err := objectstore.NewLocal(filepath.Join(dir, "store"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := New(store, WithCacheDir(filepath.Join(dir, "cache")))
-	t.Cleanup(func() { _ = r.Close() })
-	if err := r.init(ctx); err != nil {
-		t.Fatal(err)
-	}
+	r, store := initRegistry(t)
 	recipe := &manifest.Recipe{}
 	recipe.AppendData(chunk.Sum([]byte("a page")), 4096)
 	recipe.AppendZero(1 << 20)
 	recipe.AppendData(chunk.Sum([]byte("another page")), 4096)
-	id, err := r.storeRecipe(ctx, recipe, nil)
+	id, err := r.storeRecipe(ctx, recipe, recipe.ContentKey(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,14 +101,14 @@ func TestStoreRecipe_Remembered(t *testing.T) {
 	// object and the next store names that one.
 	other := &manifest.Recipe{}
 	other.AppendZero(4096)
-	otherID, err := r.storeRecipe(ctx, other, nil)
+	otherID, err := r.storeRecipe(ctx, other, other.ContentKey(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := r.idx.RememberRecipe(recipe.ContentKey(), otherID); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := r.storeRecipe(ctx, recipe, nil); err != nil || got != otherID {
+	if got, err := r.storeRecipe(ctx, recipe, recipe.ContentKey(), nil); err != nil || got != otherID {
 		t.Fatalf("store of a remembered recipe = %s, %v; want the remembered %s", got, err, otherID)
 	}
 	// Gone from the store (a gc removed it): encoded and stored again.
@@ -136,10 +118,26 @@ func TestStoreRecipe_Remembered(t *testing.T) {
 	if err := store.Delete(ctx, recipeKey(id)); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := r.storeRecipe(ctx, recipe, nil); err != nil || got != id {
+	if got, err := r.storeRecipe(ctx, recipe, recipe.ContentKey(), nil); err != nil || got != id {
 		t.Fatalf("store after the object was removed = %s, %v; want %s", got, err, id)
 	}
 	if _, err := store.Stat(ctx, recipeKey(id)); err != nil {
 		t.Fatalf("recipe not stored again: %v", err)
 	}
+}
+
+// initRegistry returns an initialised registry on a new folder store.
+func initRegistry(t *testing.T) (*Registry, *objectstore.Client) {
+	t.Helper()
+	dir := t.TempDir()
+	store, err := objectstore.NewLocal(filepath.Join(dir, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := New(store, WithCacheDir(filepath.Join(dir, "cache")))
+	t.Cleanup(func() { _ = r.Close() })
+	if err := r.init(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return r, store
 }

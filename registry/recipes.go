@@ -23,17 +23,17 @@ type baseRecipe struct {
 	recipe *manifest.Recipe
 }
 
-// storeRecipe writes recipe as a full object, or as a patch against base
-// when that is much smaller, and returns its object ID.
-// A file that did not change yields the base's own ID and sends nothing.
-func (r *Registry) storeRecipe(ctx context.Context, recipe *manifest.Recipe, base *baseRecipe) (chunk.ID, error) {
+// storeRecipe writes recipe (whose ContentKey is key) as a full object, or
+// as a patch against base when that is much smaller, and returns its
+// object ID. A file that did not change yields the base's own ID and sends
+// nothing.
+func (r *Registry) storeRecipe(ctx context.Context, recipe *manifest.Recipe, key chunk.ID, base *baseRecipe) (chunk.ID, error) {
 	if base != nil && base.recipe.Equal(recipe) {
 		return base.id, nil
 	}
 	// The same content pushed again (the same memory saved to a new file)
 	// has a recipe object already: name it instead of encoding the recipe
 	// (a 1 GiB memory file's is 6 MB of zstd) only to find it stored.
-	key := recipe.ContentKey()
 	if id, ok, err := r.idx.KnownRecipe(key); err == nil && ok {
 		if _, err := r.store.Stat(ctx, recipeKey(id)); err == nil {
 			return id, nil

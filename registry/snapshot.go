@@ -301,7 +301,7 @@ func (r *Registry) commitFile(ctx context.Context, name string, res *fileResult,
 			base, _ = r.loadRecipe(ctx, id)
 		}
 	}
-	id, err := r.storeRecipe(ctx, res.recipe, base)
+	id, err := r.storeRecipe(ctx, res.recipe, res.key, base)
 	if err != nil {
 		return layer, fmt.Errorf("%s: %w", name, err)
 	}
