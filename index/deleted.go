@@ -131,9 +131,10 @@ func (db *DB) ForEachPack(fn func(PackRecord) error) error {
 // location is refused is found in another pack only once merged: call Merge
 // first when every location matters. fn must not write to db.
 func (db *DB) LookupManyAccept(ids []chunk.ID, accept func(pack chunk.ID) bool, fn func(i int, loc Location, ok bool)) error {
-	err := db.bolt.View(func(tx *bolt.Tx) error {
+	err := db.sliced(len(ids), func(tx *bolt.Tx, lo, hi int, moved func() bool) (int, error) {
 		c := tx.Bucket(bucketChunks).Cursor()
-		for i, id := range ids {
+		for i := lo; i < hi; i++ {
+			id := ids[i]
 			db.mu.RLock()
 			loc, ok := db.pending[id]
 			db.mu.RUnlock()
@@ -151,9 +152,12 @@ func (db *DB) LookupManyAccept(ids []chunk.ID, accept func(pack chunk.ID) bool, 
 					break
 				}
 			}
+			if !ok && moved() {
+				return i, nil
+			}
 			fn(i, loc, ok)
 		}
-		return nil
+		return hi, nil
 	})
 	if err != nil {
 		return fmt.Errorf("lookup %d chunks: %w", len(ids), err)

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -146,6 +147,11 @@ type DB struct {
 	// durable.
 	mu      sync.RWMutex
 	pending map[chunk.ID]Location
+	// merged counts the merges that moved entries out of pending, bumped
+	// under mu as they go. A lookup that misses in a read transaction
+	// opened before such a move, and then in pending after it, missed an
+	// entry that is there; it looks again (see sliced).
+	merged atomic.Uint64
 
 	// mergeMu serialises merges: two would write the same records.
 	mergeMu sync.Mutex

@@ -843,3 +843,69 @@ func TestDB_LookupMany_Orders(t *testing.T) {
 		})
 	}
 }
+
+// TestDB_LookupDuringMerge looks chunks up while merges move them from
+// the pending entries into the chunk tree: every chunk recorded before a
+// lookup began is found, by LookupMany and by LookupManyAccept, however
+// the lookup's transaction and the merge interleave.
+func TestDB_LookupDuringMerge(t *testing.T) {
+	db, err := index.Open(filepath.Join(t.TempDir(), "index.db"), &index.Options{MergeThreshold: 1 << 30, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rng := rand.New(rand.NewPCG(3, 3))
+	packs := make([]index.PackRecord, 300)
+	for i := range packs {
+		packs[i] = randPack(rng, 64)
+	}
+	var (
+		mu    sync.Mutex
+		added []chunk.ID
+		done  = make(chan struct{})
+	)
+	defer func() { <-done }() // before Close
+	go func() {
+		defer close(done)
+		for _, p := range packs {
+			if err := db.AddPack(p.Pack, p.Size, p.Entries); err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			for _, e := range p.Entries {
+				added = append(added, e.ID)
+			}
+			mu.Unlock()
+			if err := db.Merge(); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	all := func(chunk.ID) bool { return true }
+	for round := 0; ; round++ {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		mu.Lock()
+		ids := slices.Clone(added)
+		mu.Unlock()
+		check := func(i int, _ index.Location, ok bool) {
+			if !ok {
+				t.Fatalf("round %d: chunk %d of %d (%s) not found while merging", round, i, len(ids), ids[i])
+			}
+		}
+		var err error
+		if round%2 == 0 {
+			err = db.LookupMany(ids, check)
+		} else {
+			err = db.LookupManyAccept(ids, all, check)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -327,7 +327,7 @@ func (db *DB) FindLocalMany(ids []chunk.ID, fn func(i int, refs []LocalRef) erro
 	// the slices' transactions.
 	known := map[uint64]fileInfo{}
 	var refs []LocalRef
-	err := db.sliced(len(ids), func(tx *bolt.Tx, lo, hi int) error {
+	err := db.sliced(len(ids), func(tx *bolt.Tx, lo, hi int, _ func() bool) (int, error) {
 		files := tx.Bucket(bucketFiles)
 		c := tx.Bucket(bucketLocal).Cursor()
 		for i := lo; i < hi; i++ {
@@ -335,18 +335,18 @@ func (db *DB) FindLocalMany(ids []chunk.ID, fn func(i int, refs []LocalRef) erro
 			refs = refs[:0]
 			for k, v := c.Seek(id[:]); k != nil && bytes.HasPrefix(k, id[:]); k, v = c.Next() {
 				if len(k) != localKeySize || len(v) != localValueSize {
-					return fmt.Errorf("%w: local entry of %d/%d bytes", ErrCorrupt, len(k), len(v))
+					return 0, fmt.Errorf("%w: local entry of %d/%d bytes", ErrCorrupt, len(k), len(v))
 				}
 				no := binary.BigEndian.Uint64(k[chunk.IDSize:])
 				fi, ok := known[no]
 				if !ok {
 					fv := files.Get(k[chunk.IDSize:])
 					if fv == nil {
-						return fmt.Errorf("%w: chunk %s points to unknown file %d", ErrCorrupt, id, no)
+						return 0, fmt.Errorf("%w: chunk %s points to unknown file %d", ErrCorrupt, id, no)
 					}
 					val, path, err := decodeFile(fv)
 					if err != nil {
-						return err
+						return 0, err
 					}
 					fi = fileInfo{path: path, val: val}
 					known[no] = fi
@@ -360,11 +360,11 @@ func (db *DB) FindLocalMany(ids []chunk.ID, fn func(i int, refs []LocalRef) erro
 			}
 			if len(refs) > 0 {
 				if err := fn(i, refs); err != nil {
-					return err
+					return 0, err
 				}
 			}
 		}
-		return nil
+		return hi, nil
 	})
 	if err != nil {
 		return fmt.Errorf("find local chunks: %w", err)

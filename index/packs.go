@@ -185,6 +185,7 @@ func (db *DB) Merge() error {
 		for i := range recs {
 			delete(db.pending, chunk.ID(recs[i][:chunk.IDSize]))
 		}
+		db.merged.Add(1)
 		db.mu.Unlock()
 		// The pages this range touched (the pending packs' tables, the
 		// range's leaves) are not needed by the next: a merge that
@@ -443,7 +444,7 @@ func (db *DB) Lookup(id chunk.ID) (loc Location, ok bool, err error) {
 // deadlock). Sorted ids touch the chunk tree in order, and a large call
 // then holds little of it mapped (see sliced).
 func (db *DB) LookupMany(ids []chunk.ID, fn func(i int, loc Location, ok bool)) error {
-	err := db.sliced(len(ids), func(tx *bolt.Tx, lo, hi int) error {
+	err := db.sliced(len(ids), func(tx *bolt.Tx, lo, hi int, moved func() bool) (int, error) {
 		c := tx.Bucket(bucketChunks).Cursor()
 		for i := lo; i < hi; i++ {
 			db.mu.RLock()
@@ -452,9 +453,12 @@ func (db *DB) LookupMany(ids []chunk.ID, fn func(i int, loc Location, ok bool)) 
 			if !ok {
 				loc, ok = lookup(c, ids[i])
 			}
+			if !ok && moved() {
+				return i, nil
+			}
 			fn(i, loc, ok)
 		}
-		return nil
+		return hi, nil
 	})
 	if err != nil {
 		return fmt.Errorf("lookup %d chunks: %w", len(ids), err)
@@ -570,15 +574,30 @@ const lookupSlice = 1 << 15
 // file, stayed counted in the pull's RSS. Small calls (a push asks 2048 at
 // a time, unsorted) keep their pages: refaulting them cost more than they
 // weigh.
-func (db *DB) sliced(n int, view func(tx *bolt.Tx, lo, hi int) error) error {
-	for lo := 0; lo < n; lo += lookupSlice {
+//
+// view returns how far it got. It stops early, at an id it did not find,
+// when moved reports that a merge has moved pending entries into the tree
+// since the transaction began: the id may have left pending after the
+// lookup's transaction was opened and before pending was asked. The rest
+// of the slice is looked up again in a new transaction.
+func (db *DB) sliced(n int, view func(tx *bolt.Tx, lo, hi int, moved func() bool) (int, error)) error {
+	for lo := 0; lo < n; {
 		hi := min(n, lo+lookupSlice)
-		if err := db.bolt.View(func(tx *bolt.Tx) error { return view(tx, lo, hi) }); err != nil {
+		gen := db.merged.Load()
+		moved := func() bool { return db.merged.Load() != gen }
+		var next int
+		err := db.bolt.View(func(tx *bolt.Tx) error {
+			var err error
+			next, err = view(tx, lo, hi, moved)
+			return err
+		})
+		if err != nil {
 			return err
 		}
 		if n > lookupSlice {
 			db.dropResident()
 		}
+		lo = next
 	}
 	return nil
 }
