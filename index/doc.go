@@ -50,6 +50,18 @@
 // one id range per transaction, reading its iter.Seq again for each range
 // instead of sorting a copy of all of them.
 //
+// With Options.BackgroundMerge (the registry's setting) the merge runs in
+// a goroutine of its own and the call that reached the threshold returns:
+// a cold node's pull downloads while the store's index objects it just
+// ingested are merged, a push hashes its next pages. Pending entries stay
+// bounded at twice the threshold. Lookups are exact throughout: a lookup
+// that raced a merge (its read transaction older than the merge's commit,
+// its look at the pending entries newer) asks again. Measured against
+// merging in the caller (2-core VM, three alternating pairs each): cold
+// pull of a 512 MiB memory snapshot 1.66-2.03 s against 1.91-2.37 s
+// (folder store), 2.13-2.48 s against 2.38-2.48 s (S3); first push of
+// 1 GiB 1.88-2.03 s against 2.03-2.21 s.
+//
 // Measured (BenchmarkDB_AddPack, 2-core VM, ext4):
 // 131072 random chunk ids in 32 packs of 4096 take 0.60 s with fsync per
 // commit (the default), 0.40 s with Options.NoSync, and 1.7 s when merging

@@ -100,6 +100,17 @@ type Options struct {
 	// every call. Below 16384 it also bounds the chunks one AddLocalFile
 	// transaction records (at least 256), for the same reason: memory.
 	MergeThreshold int
+
+	// BackgroundMerge lets AddPack and Ingest return once their packs are
+	// recorded and merge in a goroutine of their own when MergeThreshold
+	// is reached, so the caller's next step (a pull's download, a push's
+	// next pack) runs alongside the merge instead of after it. Lookups see
+	// every entry throughout, pending or merged. Pending entries are
+	// bounded at twice the threshold: a call that would go past it waits
+	// for the merge. Close waits for a merge under way. A failed background
+	// merge loses nothing (its entries stay pending for the next merge);
+	// Close returns its error if no merge succeeded since.
+	BackgroundMerge bool
 }
 
 // DefaultMergeThreshold is the MergeThreshold used when Options leaves it
@@ -155,6 +166,13 @@ type DB struct {
 
 	// mergeMu serialises merges: two would write the same records.
 	mergeMu sync.Mutex
+
+	// With Options.BackgroundMerge: whether a background merge runs, the
+	// goroutine to wait for, and the error of the last one (under mu).
+	background bool
+	bgRunning  atomic.Bool
+	bgWG       sync.WaitGroup
+	bgErr      error
 
 	// localMu guards the AddLocalFile claims (see claimLocal).
 	localMu  sync.Mutex
@@ -226,7 +244,7 @@ func openChecked(path string, opts *Options) (db *DB, err error) {
 	if err := b.Update(initSchema); err != nil {
 		return nil, err
 	}
-	d := &DB{bolt: b, path: path, threshold: opts.MergeThreshold, pending: map[chunk.ID]Location{}}
+	d := &DB{bolt: b, path: path, threshold: opts.MergeThreshold, background: opts.BackgroundMerge, pending: map[chunk.ID]Location{}}
 	if d.threshold == 0 {
 		d.threshold = DefaultMergeThreshold
 	}
@@ -282,8 +300,13 @@ func checkMeta(meta *bolt.Bucket) error {
 
 // Close closes the database.
 func (db *DB) Close() error {
+	db.bgWG.Wait()
+	bgErr := db.takeBackgroundErr()
 	if err := db.bolt.Close(); err != nil {
 		return fmt.Errorf("close index %s: %w", db.path, err)
+	}
+	if bgErr != nil {
+		return fmt.Errorf("close index %s: %w", db.path, bgErr)
 	}
 	return nil
 }

@@ -909,3 +909,85 @@ func TestDB_LookupDuringMerge(t *testing.T) {
 		}
 	}
 }
+
+// TestDB_BackgroundMerge records packs from several goroutines with
+// merges in the background while lookups run: every chunk recorded before
+// a lookup began is found, nothing is left pending after Merge, and the
+// file passes Check, before and after a reopen.
+func TestDB_BackgroundMerge(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "index.db")
+	opts := &index.Options{MergeThreshold: 512, BackgroundMerge: true, NoSync: true}
+	db, err := index.Open(path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(5, 5))
+	packs := make([]index.PackRecord, 240)
+	for i := range packs {
+		packs[i] = randPack(rng, 100)
+	}
+	var (
+		mu    sync.Mutex
+		added []chunk.ID
+		wg    sync.WaitGroup
+	)
+	for w := range 4 {
+		wg.Go(func() {
+			for _, p := range packs[w*60 : (w+1)*60] {
+				if err := db.AddPack(p.Pack, p.Size, p.Entries); err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				for _, e := range p.Entries {
+					added = append(added, e.ID)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	writersDone := make(chan struct{})
+	go func() { wg.Wait(); close(writersDone) }()
+	lookAll := func(when string) {
+		mu.Lock()
+		ids := slices.Clone(added)
+		mu.Unlock()
+		err := db.LookupMany(ids, func(i int, _ index.Location, ok bool) {
+			if !ok {
+				t.Fatalf("%s: chunk %d of %d not found", when, i, len(ids))
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for running := true; running; {
+		select {
+		case <-writersDone:
+			running = false
+		default:
+			lookAll("while merging")
+		}
+	}
+	lookAll("after the writers")
+	if err := db.Merge(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := db.ChunkCount(); err != nil || n != len(packs)*100 {
+		t.Fatalf("ChunkCount %d, %v; want %d", n, err, len(packs)*100)
+	}
+	if err := db.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if db, err = index.Open(path, opts); err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	lookAll("after a reopen")
+	if err := db.Check(); err != nil {
+		t.Fatal(err)
+	}
+}

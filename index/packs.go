@@ -128,10 +128,42 @@ func (db *DB) addPacks(objs []IndexObject) error {
 	}
 	n := len(db.pending)
 	db.mu.Unlock()
-	if n >= db.threshold {
+	switch {
+	case n < db.threshold:
+		return nil
+	case db.background && n < 2*db.threshold:
+		db.mergeInBackground()
+		return nil
+	default:
 		return db.Merge()
 	}
-	return nil
+}
+
+// mergeInBackground starts a merge in its own goroutine unless one runs.
+// Entries recorded after it started wait for the next. A failed merge
+// leaves its entries pending, so a later merge does them; Close reports
+// the failure if none did.
+func (db *DB) mergeInBackground() {
+	if !db.bgRunning.CompareAndSwap(false, true) {
+		return
+	}
+	db.bgWG.Go(func() {
+		defer db.bgRunning.Store(false)
+		if err := db.merge(); err != nil {
+			db.mu.Lock()
+			db.bgErr = err
+			db.mu.Unlock()
+		}
+	})
+}
+
+// takeBackgroundErr returns and clears the error of a background merge.
+func (db *DB) takeBackgroundErr() error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	err := db.bgErr
+	db.bgErr = nil
+	return err
 }
 
 // Merge moves all pending entries into the chunk tree. AddPack and Ingest
@@ -146,6 +178,14 @@ func (db *DB) addPacks(objs []IndexObject) error {
 // pending bucket only in the last transaction: after a crash in between,
 // the next merge writes the same entries again (the same key and value).
 func (db *DB) Merge() error {
+	err := db.merge()
+	if err == nil {
+		_ = db.takeBackgroundErr() // what it failed to merge is merged now
+	}
+	return err
+}
+
+func (db *DB) merge() error {
 	db.mergeMu.Lock()
 	defer db.mergeMu.Unlock()
 	packIDs, total, treeBytes, err := db.pendingPacks()

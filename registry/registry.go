@@ -257,7 +257,7 @@ func (r *Registry) init(ctx context.Context) error {
 	}
 	// A smaller merge threshold than the default bounds the memory of a
 	// multi-GiB push at the cost of more, smaller merges.
-	idx, err := index.Open(path, &index.Options{MergeThreshold: 1 << 16})
+	idx, err := index.Open(path, &index.Options{MergeThreshold: 1 << 16, BackgroundMerge: true})
 	if err != nil {
 		_ = enc.Close()
 		return fmt.Errorf("open index %s: %w", path, err)
