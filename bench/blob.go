@@ -72,6 +72,8 @@ type BlobResult struct {
 	S3PlainGet     *Timed `json:"s3_plain_get,omitempty"`      // body discarded
 	S3PlainGetFile *Timed `json:"s3_plain_get_file,omitempty"` // body written to a file and fsynced
 	S3PullBlob     *Timed `json:"s3_pull_blob,omitempty"`
+
+	S3Snapshot *SnapshotPull `json:"s3_snapshot,omitempty"`
 }
 
 func (c *BlobConfig) defaults() error {
@@ -179,6 +181,12 @@ func RunBlob(ctx context.Context, cfg BlobConfig) (*BlobResult, error) {
 		cfg.Log("S3: PullBlob against a plain GET")
 		if err := runS3Pull(ctx, cfg, work, f1, res); err != nil {
 			return nil, fmt.Errorf("s3 pull: %w", err)
+		}
+		if cfg.RSSSize > 0 {
+			cfg.Log("S3: cold pull of a " + humanBytes(cfg.RSSSize) + " snapshot in a child process against plain GETs")
+			if res.S3Snapshot, err = runSnapshotPull(ctx, cfg, work, cfg.RSSSize); err != nil {
+				return nil, fmt.Errorf("s3 snapshot pull: %w", err)
+			}
 		}
 	}
 	return res, nil
@@ -372,8 +380,16 @@ type childOutput struct {
 }
 
 func runChild(ctx context.Context, exe string, out *childOutput, args ...string) (Timed, error) {
+	return runChildEnv(ctx, exe, nil, out, args...)
+}
+
+// runChildEnv is runChild with env added to the child's environment.
+func runChildEnv(ctx context.Context, exe string, env []string, out *childOutput, args ...string) (Timed, error) {
 	cmd := exec.CommandContext(ctx, exe, append([]string{"bench", "child"}, args...)...) //nolint:gosec // exe is our own executable (os.Executable or the caller's BlobConfig.Exe); args are built here
 	cmd.Stderr = os.Stderr
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	resetPeakRSS()
 	data, err := cmd.Output()
 	if err != nil {
@@ -390,13 +406,15 @@ func runChild(ctx context.Context, exe string, out *childOutput, args ...string)
 }
 
 // Child runs one measured operation in this process for RunBlob's memory
-// measurement: "push-blob STORE CACHE FILE" or "pull-blob STORE CACHE
-// DIGEST DEST". It prints a JSON line on stdout.
+// measurement: "push-blob STORE CACHE FILE", "pull-blob STORE CACHE
+// DIGEST DEST" or "pull-dir STORE CACHE NAME TAG DEST". STORE is a folder,
+// or "s3" for the configuration the parent put in EPOCH_BENCH_CHILD_S3.
+// It prints a JSON line on stdout.
 func Child(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) < 3 {
-		return errors.New("bench child: want push-blob STORE CACHE FILE or pull-blob STORE CACHE DIGEST DEST")
+		return errors.New("bench child: want push-blob STORE CACHE FILE, pull-blob STORE CACHE DIGEST DEST or pull-dir STORE CACHE NAME TAG DEST")
 	}
-	client, err := objectstore.NewLocal(args[1])
+	client, err := childClient(args[1])
 	if err != nil {
 		return err
 	}
@@ -417,6 +435,12 @@ func Child(ctx context.Context, args []string, stdout io.Writer) error {
 			return err
 		}
 		out.Digest, out.Bytes = args[3], st.DownloadedBytes
+	case args[0] == "pull-dir" && len(args) == 6:
+		_, st, err := reg.PullDir(ctx, args[3], args[4], args[5], nil)
+		if err != nil {
+			return err
+		}
+		out.Bytes = st.DownloadedBytes
 	default:
 		return fmt.Errorf("bench child: unknown %q", strings.Join(args, " "))
 	}

@@ -56,6 +56,19 @@ func WriteBlobMarkdown(w io.Writer, r *BlobResult) error {
 			fmt.Sprintf("%.2fx", ratio(r.S3PlainGet.Seconds, r.S3PullBlob.Seconds)), "(reference)",
 		})
 	}
+	if sp := r.S3Snapshot; sp != nil {
+		get := min(sp.GetBefore.Seconds, sp.GetAfter.Seconds)
+		rows = append(rows, [5]string{
+			"cold pull of a " + humanBytes(sp.Size) + " snapshot (memory-ranges, sparse, and its JSON files) from S3, own process",
+			secs(sp.Pull.Seconds) + ", " + mb(sp.Pull.Bytes) + " downloaded",
+			"plain GETs of its files into synced files, before / after the pull: " + secs(sp.GetBefore.Seconds) + " / " + secs(sp.GetAfter.Seconds),
+			fmt.Sprintf("%.2fx the faster GET's speed", ratio(get, sp.Pull.Seconds)), ">= 1x",
+		})
+		rows = append(rows, [5]string{
+			"peak RSS of that pull", humanBytes(sp.Pull.MaxRSSKB << 10), "-",
+			fmt.Sprintf("%.0f%% of the limit", 100*float64(sp.Pull.MaxRSSKB<<10)/float64(256<<20)), "< 256 MiB",
+		})
+	}
 	if _, err := fmt.Fprintf(w, "Machine: %s\n\n| measure | epoch-dedup | baseline (same run) | ratio | target |\n|---|---|---|---|---|\n", r.Machine); err != nil {
 		return err
 	}

@@ -50,17 +50,19 @@
 // one id range per transaction, reading its iter.Seq again for each range
 // instead of sorting a copy of all of them.
 //
-// With Options.BackgroundMerge (the registry's setting) the merge runs in
-// a goroutine of its own and the call that reached the threshold returns:
-// a cold node's pull downloads while the store's index objects it just
-// ingested are merged, a push hashes its next pages. Pending entries stay
+// With Options.BackgroundMerge (the registry's setting) AddPack merges in
+// a goroutine of its own and returns: a push hashes its next pages while
+// the entries of the packs it stored are merged. Pending entries stay
 // bounded at twice the threshold. Lookups are exact throughout: a lookup
 // that raced a merge (its read transaction older than the merge's commit,
-// its look at the pending entries newer) asks again. Measured against
-// merging in the caller (2-core VM, three alternating pairs each): cold
-// pull of a 512 MiB memory snapshot 1.66-2.03 s against 1.91-2.37 s
-// (folder store), 2.13-2.48 s against 2.38-2.48 s (S3); first push of
-// 1 GiB 1.88-2.03 s against 2.03-2.21 s.
+// its look at the pending entries newer) asks again. First push of 1 GiB,
+// three alternating pairs on the 2-core VM: 1.88-2.03 s against
+// 2.03-2.21 s merging in the caller. Ingest keeps merging before it
+// returns. In the background it let a cold pull of a 512 MiB snapshot
+// download while merging (1.66-2.03 s against 1.91-2.37 s), but a 4 GiB one
+// ingests 700000 entries, ten merges' worth, and waited for the merges
+// anyway at twice the threshold; it then also merged through the download:
+// 21.2-27.6 s against 19.7-21.5 s (S3, two pairs).
 //
 // Measured (BenchmarkDB_AddPack, 2-core VM, ext4):
 // 131072 random chunk ids in 32 packs of 4096 take 0.60 s with fsync per

@@ -101,15 +101,16 @@ type Options struct {
 	// transaction records (at least 256), for the same reason: memory.
 	MergeThreshold int
 
-	// BackgroundMerge lets AddPack and Ingest return once their packs are
-	// recorded and merge in a goroutine of their own when MergeThreshold
-	// is reached, so the caller's next step (a pull's download, a push's
-	// next pack) runs alongside the merge instead of after it. Lookups see
-	// every entry throughout, pending or merged. Pending entries are
-	// bounded at twice the threshold: a call that would go past it waits
-	// for the merge. Close waits for a merge under way. A failed background
-	// merge loses nothing (its entries stay pending for the next merge);
-	// Close returns its error if no merge succeeded since.
+	// BackgroundMerge lets AddPack return once its pack is recorded and
+	// merge in a goroutine of its own when MergeThreshold is reached, so a
+	// push hashes its next pages while the merge runs instead of after it.
+	// Lookups see every entry throughout, pending or merged. Pending
+	// entries are bounded at twice the threshold: an AddPack that would go
+	// past it waits for the merge. Ingest and IngestAll still merge before
+	// they return (see the package doc for why). Close waits for a merge
+	// under way. A failed background merge loses nothing (its entries stay
+	// pending for the next merge); Close returns its error if no merge
+	// succeeded since.
 	BackgroundMerge bool
 }
 

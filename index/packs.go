@@ -23,7 +23,7 @@ import (
 // into a B+tree a few thousand at a time rewrites most of its leaves on
 // every commit; merging in large sorted batches does that once per batch.
 func (db *DB) AddPack(pack chunk.ID, packSize int64, entries []PackEntry) error {
-	if err := db.addPacks([]IndexObject{{Packs: []PackRecord{{Pack: pack, Size: packSize, Entries: entries}}}}); err != nil {
+	if err := db.addPacks([]IndexObject{{Packs: []PackRecord{{Pack: pack, Size: packSize, Entries: entries}}}}, db.background); err != nil {
 		return fmt.Errorf("add pack %s: %w", pack, err)
 	}
 	return nil
@@ -63,7 +63,7 @@ func (db *DB) IngestAll(objs []IndexObject) error {
 			return fmt.Errorf("ingest %q: %w: name of %d bytes", o.Name, ErrInvalidArgument, len(o.Name))
 		}
 	}
-	if err := db.addPacks(objs); err != nil {
+	if err := db.addPacks(objs, false); err != nil {
 		if len(objs) == 1 {
 			return fmt.Errorf("ingest %s: %w", objs[0].Name, err)
 		}
@@ -73,8 +73,9 @@ func (db *DB) IngestAll(objs []IndexObject) error {
 }
 
 // addPacks records the packs of objs (and their names, when not empty) as
-// pending, then merges if enough is pending.
-func (db *DB) addPacks(objs []IndexObject) error {
+// pending, then merges if enough is pending: in the background if
+// background is set and less than twice the threshold is pending.
+func (db *DB) addPacks(objs []IndexObject, background bool) error {
 	for _, o := range objs {
 		for i := range o.Packs {
 			if err := checkPack(&o.Packs[i]); err != nil {
@@ -131,7 +132,7 @@ func (db *DB) addPacks(objs []IndexObject) error {
 	switch {
 	case n < db.threshold:
 		return nil
-	case db.background && n < 2*db.threshold:
+	case background && n < 2*db.threshold:
 		db.mergeInBackground()
 		return nil
 	default:

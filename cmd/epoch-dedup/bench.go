@@ -32,8 +32,9 @@ uploads, zstd-compressed 512 MiB parts, restic (when installed) and the lower
 bound (the zstd size of content the store has never seen). The blob
 benchmark pushes a 1 GiB memory file and a 2 % rewrite of it, times it
 against restic, measures peak memory in a child process, and times PullBlob
-from S3 against one plain GET. Every ratio is against a baseline measured in
-the same run; the report names the machine.
+from S3 against one plain GET and the cold pull of a 4 GiB snapshot (--rss-size)
+in a child process against plain GETs of its files. Every ratio is against a
+baseline measured in the same run; the report names the machine.
 
 With --s3, the S3 half uses the EPOCH_S3_* settings (scripts/bench.sh starts a
 local versitygw and sets them).`,
