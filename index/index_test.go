@@ -859,24 +859,16 @@ func TestDB_LookupDuringMerge(t *testing.T) {
 	for i := range packs {
 		packs[i] = randPack(rng, 64)
 	}
-	var (
-		mu    sync.Mutex
-		added []chunk.ID
-		done  = make(chan struct{})
-	)
+	var added addedIDs
+	done := make(chan struct{})
 	defer func() { <-done }() // before Close
 	go func() {
 		defer close(done)
 		for _, p := range packs {
-			if err := db.AddPack(p.Pack, p.Size, p.Entries); err != nil {
+			if err := added.add(db, p); err != nil {
 				t.Error(err)
 				return
 			}
-			mu.Lock()
-			for _, e := range p.Entries {
-				added = append(added, e.ID)
-			}
-			mu.Unlock()
 			if err := db.Merge(); err != nil {
 				t.Error(err)
 				return
@@ -890,9 +882,7 @@ func TestDB_LookupDuringMerge(t *testing.T) {
 			return
 		default:
 		}
-		mu.Lock()
-		ids := slices.Clone(added)
-		mu.Unlock()
+		ids := added.snapshot()
 		check := func(i int, _ index.Location, ok bool) {
 			if !ok {
 				t.Fatalf("round %d: chunk %d of %d (%s) not found while merging", round, i, len(ids), ids[i])
@@ -927,31 +917,23 @@ func TestDB_BackgroundMerge(t *testing.T) {
 		packs[i] = randPack(rng, 100)
 	}
 	var (
-		mu    sync.Mutex
-		added []chunk.ID
+		added addedIDs
 		wg    sync.WaitGroup
 	)
 	for w := range 4 {
 		wg.Go(func() {
 			for _, p := range packs[w*60 : (w+1)*60] {
-				if err := db.AddPack(p.Pack, p.Size, p.Entries); err != nil {
+				if err := added.add(db, p); err != nil {
 					t.Error(err)
 					return
 				}
-				mu.Lock()
-				for _, e := range p.Entries {
-					added = append(added, e.ID)
-				}
-				mu.Unlock()
 			}
 		})
 	}
 	writersDone := make(chan struct{})
 	go func() { wg.Wait(); close(writersDone) }()
 	lookAll := func(when string) {
-		mu.Lock()
-		ids := slices.Clone(added)
-		mu.Unlock()
+		ids := added.snapshot()
 		err := db.LookupMany(ids, func(i int, _ index.Location, ok bool) {
 			if !ok {
 				t.Fatalf("%s: chunk %d of %d not found", when, i, len(ids))
@@ -990,4 +972,31 @@ func TestDB_BackgroundMerge(t *testing.T) {
 	if err := db.Check(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// addedIDs collects the chunk ids of the packs recorded so far, for
+// lookups that run beside the writers.
+type addedIDs struct {
+	mu  sync.Mutex
+	ids []chunk.ID
+}
+
+// add records p in db, then notes its ids.
+func (a *addedIDs) add(db *index.DB, p index.PackRecord) error {
+	if err := db.AddPack(p.Pack, p.Size, p.Entries); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, e := range p.Entries {
+		a.ids = append(a.ids, e.ID)
+	}
+	return nil
+}
+
+// snapshot returns the ids noted so far.
+func (a *addedIDs) snapshot() []chunk.ID {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.ids)
 }
