@@ -70,6 +70,16 @@
 // every pack. A Lookup in that index takes ~1.4-1.9 µs, LookupMany
 // ~0.7-0.8 µs per id.
 //
+// A node catching up on many index objects (a new node before its first
+// pull) stages them with StageAll, a batch per transaction, and merges once
+// at the end: merging after every MergeThreshold entries rewrote the whole
+// tree each time, so the work grew with the square of the store. Cold pull
+// of a 4 GiB memory file (700000 entries, folder store, 2-core VM): CPU of
+// the index sync 3.8 s -> 2.1-2.2 s. Staged entries are not held in memory
+// (a batch that fits below the threshold is, so a small catch-up does not
+// force a merge); they answer lookups once Merge returns, and Open merges
+// the ones a crash left behind when they are many.
+//
 // A merge and AddLocalFile unmap the file pages they touched after each
 // range of ids (madvise MADV_DONTNEED on Linux; the pages stay in the page
 // cache): the kernel counts every touched page of the mapping in the

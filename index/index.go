@@ -167,6 +167,9 @@ type DB struct {
 
 	// mergeMu serialises merges: two would write the same records.
 	mergeMu sync.Mutex
+	// staged: StageAll recorded packs whose entries only a merge makes
+	// visible (they are not in pending).
+	staged atomic.Bool
 
 	// With Options.BackgroundMerge: whether a background merge runs, the
 	// goroutine to wait for, and the error of the last one (under mu).
@@ -248,6 +251,18 @@ func openChecked(path string, opts *Options) (db *DB, err error) {
 	d := &DB{bolt: b, path: path, threshold: opts.MergeThreshold, background: opts.BackgroundMerge, pending: map[chunk.ID]Location{}}
 	if d.threshold == 0 {
 		d.threshold = DefaultMergeThreshold
+	}
+	// Packs a crash left pending are served from memory again, unless
+	// they are many (a catch-up staged by StageAll): those are merged now.
+	_, total, _, err := d.pendingPacks()
+	if err != nil {
+		return nil, err
+	}
+	if total > 2*max(d.threshold, 0) {
+		if err := d.merge(); err != nil {
+			return nil, err
+		}
+		return d, nil
 	}
 	if err := b.View(d.loadPending); err != nil {
 		return nil, err

@@ -1000,3 +1000,76 @@ func (a *addedIDs) snapshot() []chunk.ID {
 	defer a.mu.Unlock()
 	return slices.Clone(a.ids)
 }
+
+// TestDB_StageAll stages two batches of index objects: served from memory
+// while they fit below the threshold, else left for Merge, which makes all
+// of them visible. Staged packs a crash leaves unmerged are visible after
+// the next Open (merged there when many).
+func TestDB_StageAll(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		threshold int  // batches of 320 and 160 entries
+		first     bool // whether the first batch answers before Merge
+		second    bool // the second
+		merge     bool // Merge before closing; else reopen with the packs as they are
+	}{
+		{"in memory", 1 << 16, true, true, false},
+		{"first in memory, second staged", 400, true, false, true},
+		{"staged, merged", 64, false, false, true},
+		{"staged, reopened", 64, false, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(6, 6))
+			db := indextest.MustOpen(t, "", &index.Options{MergeThreshold: tc.threshold, NoSync: true})
+			var objs []index.IndexObject
+			for i := range 6 {
+				objs = append(objs, index.IndexObject{
+					Name:  fmt.Sprintf("index/%d", i),
+					Packs: []index.PackRecord{randPack(rng, 40), randPack(rng, 40)},
+				})
+			}
+			for _, batch := range [][]index.IndexObject{objs[:4], objs[4:]} {
+				if err := db.StageAll(batch); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got, want := db.Staged(), !tc.second; got != want {
+				t.Fatalf("Staged() = %v, want %v", got, want)
+			}
+			for _, o := range objs {
+				if ok, err := db.Ingested(o.Name); err != nil || !ok {
+					t.Fatalf("Ingested(%s) = %v, %v", o.Name, ok, err)
+				}
+			}
+			for i, want := range map[int]bool{0: tc.first, 5: tc.second} {
+				if _, ok, _ := db.Lookup(objs[i].Packs[0].Entries[0].ID); ok != want {
+					t.Fatalf("before Merge, an entry of object %d found: %v, want %v", i, ok, want)
+				}
+			}
+			db.MustCheck()
+			if tc.merge {
+				if err := db.Merge(); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				db = db.MustReopen()
+			}
+			if db.Staged() {
+				t.Fatal("Staged() = true after the merge")
+			}
+			for _, o := range objs {
+				for _, p := range o.Packs {
+					for _, e := range p.Entries {
+						wantLocation(t, db, p, e)
+					}
+				}
+			}
+			if err := db.Merge(); err != nil {
+				t.Fatal(err)
+			}
+			if n, err := db.ChunkCount(); err != nil || n != 6*2*40 {
+				t.Fatalf("ChunkCount = %d, %v; want %d", n, err, 6*2*40)
+			}
+		})
+	}
+}

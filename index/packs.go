@@ -23,7 +23,11 @@ import (
 // into a B+tree a few thousand at a time rewrites most of its leaves on
 // every commit; merging in large sorted batches does that once per batch.
 func (db *DB) AddPack(pack chunk.ID, packSize int64, entries []PackEntry) error {
-	if err := db.addPacks([]IndexObject{{Packs: []PackRecord{{Pack: pack, Size: packSize, Entries: entries}}}}, db.background); err != nil {
+	how := mergeNow
+	if db.background {
+		how = mergeLater
+	}
+	if err := db.addPacks([]IndexObject{{Packs: []PackRecord{{Pack: pack, Size: packSize, Entries: entries}}}}, how); err != nil {
 		return fmt.Errorf("add pack %s: %w", pack, err)
 	}
 	return nil
@@ -58,12 +62,32 @@ type IndexObject struct {
 // node catching up on thousands of them pays one commit (one fsync), not
 // one each. Names already ingested are skipped.
 func (db *DB) IngestAll(objs []IndexObject) error {
+	return db.ingest(objs, mergeNow)
+}
+
+// StageAll records the packs of objs and their names as IngestAll does,
+// but never merges: a node catching up on many index objects (a new
+// node's first pull) stages them a batch at a time, then calls Merge once,
+// which rewrites each leaf of the chunk tree once instead of once per
+// MergeThreshold entries. While the entries staged fit below the threshold
+// they are served from memory as IngestAll's are; past it they are left
+// on disk and answer no lookup until Merge returns (Staged reports it).
+// Staged entries a crash leaves unmerged are served or merged when the
+// file is next opened.
+func (db *DB) StageAll(objs []IndexObject) error {
+	return db.ingest(objs, mergeNever)
+}
+
+// Staged reports whether StageAll recorded packs that wait for a Merge.
+func (db *DB) Staged() bool { return db.staged.Load() }
+
+func (db *DB) ingest(objs []IndexObject, how mergeWhen) error {
 	for _, o := range objs {
 		if o.Name == "" || len(o.Name) > maxNameLength {
 			return fmt.Errorf("ingest %q: %w: name of %d bytes", o.Name, ErrInvalidArgument, len(o.Name))
 		}
 	}
-	if err := db.addPacks(objs, false); err != nil {
+	if err := db.addPacks(objs, how); err != nil {
 		if len(objs) == 1 {
 			return fmt.Errorf("ingest %s: %w", objs[0].Name, err)
 		}
@@ -72,10 +96,19 @@ func (db *DB) IngestAll(objs []IndexObject) error {
 	return nil
 }
 
+// mergeWhen says what addPacks does once the packs are recorded.
+type mergeWhen int
+
+const (
+	mergeNow   mergeWhen = iota // serve the entries from memory; merge at the threshold
+	mergeLater                  // the same, merging in the background below twice the threshold
+	mergeNever                  // stage: leave the entries to the next Merge
+)
+
 // addPacks records the packs of objs (and their names, when not empty) as
-// pending, then merges if enough is pending: in the background if
-// background is set and less than twice the threshold is pending.
-func (db *DB) addPacks(objs []IndexObject, background bool) error {
+// pending, then, unless it stages them, serves their entries from memory
+// and merges if enough is pending.
+func (db *DB) addPacks(objs []IndexObject, how mergeWhen) error {
 	for _, o := range objs {
 		for i := range o.Packs {
 			if err := checkPack(&o.Packs[i]); err != nil {
@@ -120,6 +153,13 @@ func (db *DB) addPacks(objs []IndexObject, background bool) error {
 		return err
 	}
 	db.mu.Lock()
+	if how == mergeNever && !db.stageInMemory(added) {
+		db.mu.Unlock()
+		if len(added) > 0 {
+			db.staged.Store(true)
+		}
+		return nil
+	}
 	for _, p := range added {
 		for _, e := range p.Entries {
 			if _, dup := db.pending[e.ID]; !dup {
@@ -130,14 +170,29 @@ func (db *DB) addPacks(objs []IndexObject, background bool) error {
 	n := len(db.pending)
 	db.mu.Unlock()
 	switch {
-	case n < db.threshold:
+	case how == mergeNever || n < db.threshold:
 		return nil
-	case background && n < 2*db.threshold:
+	case how == mergeLater && n < 2*db.threshold:
 		db.mergeInBackground()
 		return nil
 	default:
 		return db.Merge()
 	}
+}
+
+// stageInMemory reports whether StageAll may serve the entries of added
+// from memory, as IngestAll does, instead of leaving them to the next
+// Merge: while nothing is staged and they fit below the threshold, so a
+// small catch-up does not force a merge. Called with mu held.
+func (db *DB) stageInMemory(added []PackRecord) bool {
+	if db.staged.Load() {
+		return false
+	}
+	n := len(db.pending)
+	for _, p := range added {
+		n += len(p.Entries)
+	}
+	return n < db.threshold
 }
 
 // mergeInBackground starts a merge in its own goroutine unless one runs.
@@ -186,9 +241,18 @@ func (db *DB) Merge() error {
 	return err
 }
 
-func (db *DB) merge() error {
+func (db *DB) merge() (err error) {
 	db.mergeMu.Lock()
 	defer db.mergeMu.Unlock()
+	// What was staged before this point is merged by this merge, or
+	// still waits if it fails.
+	if db.staged.Swap(false) {
+		defer func() {
+			if err != nil {
+				db.staged.Store(true)
+			}
+		}()
+	}
 	packIDs, total, treeBytes, err := db.pendingPacks()
 	if err != nil {
 		return fmt.Errorf("merge pending packs: %w", err)

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -354,6 +355,40 @@ func TestLegacyStore(t *testing.T) {
 			}
 			if err := r.PullBlob(ctx, badDigest, dst+"2"); !errors.Is(err, registry.ErrDigestMismatch) {
 				t.Fatalf("corrupt legacy blob: %v, want ErrDigestMismatch", err)
+			}
+		})
+	}
+}
+
+// TestPullBlob_ColdNodeStagesIndex pulls, on a new node, blobs whose index
+// objects are more than one sync batch and more entries than the node's
+// merge threshold: the sync stages them and merges once (see
+// index.DB.StageAll) before the pull looks its chunks up.
+func TestPullBlob_ColdNodeStagesIndex(t *testing.T) {
+	ctx := context.Background()
+	for name, store := range objectstoretest.Stores(t) {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			pusher := newRegistry(t, store)
+			var paths, digests []string
+			for i := range 20 { // one index object each; a sync fetches 16 at a time
+				path := filepath.Join(dir, fmt.Sprintf("memory-%d", i))
+				writeImage(t, path, 96, uint64(100+i))
+				digest, _, err := pusher.PushBlob(ctx, path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				paths, digests = append(paths, path), append(digests, digest)
+			}
+			node := registry.New(store, registry.WithCacheDir(t.TempDir()))
+			node.SetMergeThreshold(64)
+			t.Cleanup(func() { _ = node.Close() })
+			for i, digest := range digests {
+				dst := filepath.Join(t.TempDir(), "out")
+				if err := node.PullBlob(ctx, digest, dst); err != nil {
+					t.Fatalf("PullBlob %d: %v", i, err)
+				}
+				sameFile(t, paths[i], dst)
 			}
 		})
 	}

@@ -14,3 +14,7 @@ func (r *Registry) PushBlobRemembered(ctx context.Context, path string) (digest 
 
 // SpoolRecipesFrom makes r spool every recipe of at least n extents.
 func (r *Registry) SpoolRecipesFrom(n int) { r.spoolExtents = n }
+
+// SetMergeThreshold sets the node index's merge threshold; call it before
+// the registry's first operation.
+func (r *Registry) SetMergeThreshold(n int) { r.mergeThreshold = n }

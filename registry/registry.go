@@ -155,6 +155,9 @@ type Registry struct {
 	directSpools bool
 	// spoolExtents is spoolRecipeExtents, lowered by tests.
 	spoolExtents int
+	// mergeThreshold is the node index's MergeThreshold (zero: 1<<16),
+	// lowered by tests.
+	mergeThreshold int
 }
 
 // storeConfig is the store's config object: what every writer must agree on.
@@ -257,7 +260,11 @@ func (r *Registry) init(ctx context.Context) error {
 	}
 	// A smaller merge threshold than the default bounds the memory of a
 	// multi-GiB push at the cost of more, smaller merges.
-	idx, err := index.Open(path, &index.Options{MergeThreshold: 1 << 16, BackgroundMerge: true})
+	threshold := r.mergeThreshold
+	if threshold == 0 {
+		threshold = 1 << 16
+	}
+	idx, err := index.Open(path, &index.Options{MergeThreshold: threshold, BackgroundMerge: true})
 	if err != nil {
 		_ = enc.Close()
 		return fmt.Errorf("open index %s: %w", path, err)
@@ -414,6 +421,8 @@ func (r *Registry) syncStore(ctx context.Context) (map[string]time.Time, error) 
 			todo = append(todo, name)
 		}
 	}
+	// A node far behind (a new node's first pull) merges what it stages
+	// into its chunk tree once, at the end (see index.DB.StageAll).
 	for len(todo) > 0 {
 		batch := todo[:min(len(todo), syncBatch)]
 		todo = todo[len(batch):]
@@ -421,7 +430,12 @@ func (r *Registry) syncStore(ctx context.Context) (map[string]time.Time, error) 
 		if err != nil {
 			return nil, err
 		}
-		if err := r.idx.IngestAll(objs); err != nil {
+		if err := r.idx.StageAll(objs); err != nil {
+			return nil, fmt.Errorf("sync index: %w", err)
+		}
+	}
+	if r.idx.Staged() {
+		if err := r.idx.Merge(); err != nil {
 			return nil, fmt.Errorf("sync index: %w", err)
 		}
 	}
