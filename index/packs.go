@@ -261,6 +261,17 @@ func (db *DB) merge() (err error) {
 		return nil
 	}
 	per := mergeSlice(total, treeBytes)
+	// Into an empty tree (a cold node's catch-up) the sorted records are a
+	// bulk load: fill each leaf whole, where bbolt's default leaves half
+	// of every leaf empty for inserts between. A cold pull of a 4 GiB
+	// memory file: index file 400 -> 324 MB, peak RSS 192-196 -> 185 MiB.
+	fill := bolt.DefaultFillPercent
+	_ = db.bolt.View(func(tx *bolt.Tx) error {
+		if k, _ := tx.Bucket(bucketChunks).Cursor().First(); k == nil {
+			fill = 1
+		}
+		return nil
+	})
 	ranges := (total + mergeRangeRecords - 1) / mergeRangeRecords
 	for r := range ranges {
 		lo, hi := idRange(r, ranges)
@@ -273,6 +284,7 @@ func (db *DB) merge() (err error) {
 			rest = rest[len(part):]
 			err := db.bolt.Update(func(tx *bolt.Tx) error {
 				chunks := tx.Bucket(bucketChunks)
+				chunks.FillPercent = fill
 				for i := range part {
 					// recs is not touched again before the commit, as bbolt requires.
 					if err := chunks.Put(part[i][:chunkKeySize], part[i][chunkKeySize:]); err != nil {
