@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -38,6 +39,12 @@ type BlobConfig struct {
 	// Exe is the epoch-dedup binary for the child processes (default the
 	// running executable).
 	Exe string
+	// Rounds is how many times the timed pushes and restic's backups run,
+	// each round on a fresh store and a fresh repository, epoch-dedup and
+	// restic taking turns (default 3). Timings are the median; the
+	// report gives the range. One push on this VM moves by a third from
+	// run to run, restic's first backup between 3.4 and 5.0 s.
+	Rounds int
 	// S3 is an S3 store to measure PullBlob against a plain GET; nil skips.
 	S3 *objectstore.Config
 	// Log receives progress lines; nil is silent.
@@ -46,9 +53,31 @@ type BlobConfig struct {
 
 // Timed is one measured operation.
 type Timed struct {
-	Seconds  float64 `json:"seconds"`
-	Bytes    int64   `json:"bytes"` // bytes sent or stored by the operation
+	Seconds  float64 `json:"seconds"` // the median of Runs when there are several
+	Bytes    int64   `json:"bytes"`   // bytes sent or stored by the operation
 	MaxRSSKB int64   `json:"max_rss_kb,omitempty"`
+	// Runs are the seconds of each round (BlobConfig.Rounds), in order.
+	Runs []float64 `json:"runs,omitempty"`
+}
+
+// rounds folds the rounds' measurements of one operation into one: the
+// median time, the first round's bytes and memory, every round's time.
+func rounds(ts []Timed) Timed {
+	if len(ts) == 0 {
+		return Timed{}
+	}
+	out := ts[0]
+	out.Runs = make([]float64, len(ts))
+	for i, t := range ts {
+		out.Runs[i] = t.Seconds
+	}
+	sorted := slices.Clone(out.Runs)
+	slices.Sort(sorted)
+	out.Seconds = sorted[len(sorted)/2]
+	if len(sorted)%2 == 0 {
+		out.Seconds = (sorted[len(sorted)/2-1] + sorted[len(sorted)/2]) / 2
+	}
+	return out
 }
 
 // BlobResult holds every number of the blob benchmark.
@@ -82,6 +111,12 @@ func (c *BlobConfig) defaults() error {
 	}
 	if c.Change == 0 {
 		c.Change = 0.02
+	}
+	if c.Rounds == 0 {
+		c.Rounds = 3
+	}
+	if c.Rounds < 0 {
+		return fmt.Errorf("rounds %d: want at least 1", c.Rounds)
 	}
 	if c.RSSSize == 0 {
 		c.RSSSize = 4 << 30
@@ -142,33 +177,39 @@ func RunBlob(ctx context.Context, cfg BlobConfig) (*BlobResult, error) {
 	}
 	res.LowerBound = lb
 
-	storeDir := filepath.Join(work, "store")
-	client, err := objectstore.NewLocal(storeDir)
+	restic, err := exec.LookPath("restic")
 	if err != nil {
-		return nil, err
+		restic = ""
 	}
-	reg := registry.New(client, registry.WithCacheDir(filepath.Join(work, "cache")))
-	defer func() { _ = reg.Close() }()
-	for _, step := range []struct {
-		name string
-		path string
-		out  *Timed
-	}{{"first push", f1, &res.FirstPush}, {"second version", f2, &res.SecondPush}, {"same content, new file", f3, &res.RePush}} {
-		settle()
-		cfg.Log("epoch-dedup push: " + step.name)
-		start := time.Now()
-		_, st, err := reg.PushBlobStats(ctx, step.path, nil)
+	var ours, theirs [3][]Timed // first, second version, same content again
+	for r := range cfg.Rounds {
+		round := ""
+		if cfg.Rounds > 1 {
+			round = fmt.Sprintf(" (round %d of %d)", r+1, cfg.Rounds)
+		}
+		ts, err := pushRound(ctx, cfg, filepath.Join(work, fmt.Sprintf("round-%d", r)), round, f1, f2, f3)
 		if err != nil {
 			return nil, err
 		}
-		*step.out = Timed{Seconds: time.Since(start).Seconds(), Bytes: st.UploadedBytes}
-	}
-
-	if restic, err := exec.LookPath("restic"); err == nil {
-		cfg.Log("restic backup (baseline)")
-		if err := runRestic(ctx, restic, work, f1, f2, f3, res); err != nil {
+		for i := range ts {
+			ours[i] = append(ours[i], ts[i])
+		}
+		if restic == "" {
+			continue
+		}
+		cfg.Log("restic backup (baseline)" + round)
+		ts, err = runRestic(ctx, restic, filepath.Join(work, fmt.Sprintf("restic-%d", r)), f1, f2, f3)
+		if err != nil {
 			return nil, fmt.Errorf("restic baseline: %w", err)
 		}
+		for i := range ts {
+			theirs[i] = append(theirs[i], ts[i])
+		}
+	}
+	res.FirstPush, res.SecondPush, res.RePush = rounds(ours[0]), rounds(ours[1]), rounds(ours[2])
+	if restic != "" {
+		first, second, force := rounds(theirs[0]), rounds(theirs[1]), rounds(theirs[2])
+		res.ResticFirst, res.ResticSecond, res.ResticForce = &first, &second, &force
 	}
 
 	if cfg.RSSSize > 0 {
@@ -217,9 +258,39 @@ func zstdOfPageSource(pageBytes func(int64, []byte), pages []int64) (int64, erro
 	return total, nil
 }
 
-func runRestic(ctx context.Context, restic, work, f1, f2, f3 string, res *BlobResult) error {
-	repo := filepath.Join(work, "restic-repo")
-	env := append(os.Environ(), "RESTIC_REPOSITORY="+repo, "RESTIC_PASSWORD=bench", "RESTIC_CACHE_DIR="+filepath.Join(work, "restic-cache"))
+// pushRound pushes the first version, the second and the second's copy
+// into a fresh folder store with a fresh node index under dir, and removes
+// them afterwards.
+func pushRound(ctx context.Context, cfg BlobConfig, dir, round, f1, f2, f3 string) (ts [3]Timed, err error) {
+	defer func() { _ = os.RemoveAll(dir) }()
+	client, err := objectstore.NewLocal(filepath.Join(dir, "store"))
+	if err != nil {
+		return ts, err
+	}
+	reg := registry.New(client, registry.WithCacheDir(filepath.Join(dir, "cache")))
+	defer func() { _ = reg.Close() }()
+	for i, step := range []struct{ name, path string }{
+		{"first push", f1}, {"second version", f2}, {"same content, new file", f3},
+	} {
+		settle()
+		cfg.Log("epoch-dedup push: " + step.name + round)
+		start := time.Now()
+		_, st, err := reg.PushBlobStats(ctx, step.path, nil)
+		if err != nil {
+			return ts, err
+		}
+		ts[i] = Timed{Seconds: time.Since(start).Seconds(), Bytes: st.UploadedBytes}
+	}
+	return ts, nil
+}
+
+// runRestic backs up the first version, the second under the first's
+// name, and the second's copy with --force into a fresh repository under
+// dir, and removes it afterwards.
+func runRestic(ctx context.Context, restic, dir, f1, f2, f3 string) (ts [3]Timed, err error) {
+	defer func() { _ = os.RemoveAll(dir) }()
+	repo := filepath.Join(dir, "repo")
+	env := append(os.Environ(), "RESTIC_REPOSITORY="+repo, "RESTIC_PASSWORD=bench", "RESTIC_CACHE_DIR="+filepath.Join(dir, "cache"))
 	run := func(args ...string) (Timed, error) {
 		settle()
 		before := dirSize(repo)
@@ -234,34 +305,32 @@ func runRestic(ctx context.Context, restic, work, f1, f2, f3 string, res *BlobRe
 		return Timed{Seconds: time.Since(start).Seconds(), Bytes: dirSize(repo) - before, MaxRSSKB: maxRSS(cmd)}, nil
 	}
 	if _, err := run("init"); err != nil {
-		return err
+		return ts, err
 	}
-	first, err := run("backup", "--host", "bench", f1)
-	if err != nil {
-		return err
+	if ts[0], err = run("backup", "--host", "bench", f1); err != nil {
+		return ts, err
 	}
 	// The second version under the first version's name, as a VM save
 	// overwrites its memory file: restic sees a changed file.
 	if err := os.Rename(f1, f1+".orig"); err != nil {
-		return err
+		return ts, err
+	}
+	restore := func() error {
+		_ = os.Remove(f1)
+		return os.Rename(f1+".orig", f1)
 	}
 	if err := os.Link(f2, f1); err != nil {
-		return err
+		return ts, errors.Join(err, restore())
 	}
-	second, err := run("backup", "--host", "bench", f1)
+	ts[1], err = run("backup", "--host", "bench", f1)
 	if err != nil {
-		return err
+		return ts, errors.Join(err, restore())
 	}
-	force, err := run("backup", "--host", "bench", "--force", f3)
-	if err != nil {
-		return err
+	if err := restore(); err != nil {
+		return ts, err
 	}
-	_ = os.Remove(f1)
-	if err := os.Rename(f1+".orig", f1); err != nil {
-		return err
-	}
-	res.ResticFirst, res.ResticSecond, res.ResticForce = &first, &second, &force
-	return nil
+	ts[2], err = run("backup", "--host", "bench", "--force", f3)
+	return ts, err
 }
 
 // runRSS pushes and pulls a large file in child processes and records their

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -35,8 +36,15 @@ func TestRunBlob_Small(t *testing.T) {
 	if err := bench.WriteBlobMarkdown(&buf, res); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(buf.String(), "lower bound") {
+	if !strings.Contains(buf.String(), "lower bound") || !strings.Contains(buf.String(), "median of 3") {
 		t.Fatalf("report: %s", buf.String())
+	}
+	// Three rounds by default; the time reported is their median.
+	for _, tm := range []bench.Timed{res.FirstPush, res.SecondPush, res.RePush} {
+		runs := slices.Sorted(slices.Values(tm.Runs))
+		if len(runs) != 3 || tm.Seconds != runs[1] {
+			t.Fatalf("timed %+v: want the median of 3 runs", tm)
+		}
 	}
 	t.Log("\n" + buf.String())
 }
@@ -61,7 +69,7 @@ func TestRunBlob_Children(t *testing.T) {
 	if testing.Short() {
 		t.Skip("generates and pushes files")
 	}
-	cfg := bench.BlobConfig{Size: 16 << 20, RSSSize: 24 << 20, WorkDir: t.TempDir(), Exe: os.Args[0]}
+	cfg := bench.BlobConfig{Size: 16 << 20, RSSSize: 24 << 20, Rounds: 1, WorkDir: t.TempDir(), Exe: os.Args[0]}
 	if s3, ok := objectstoretest.S3Config(t); ok {
 		cfg.S3 = s3
 	}

@@ -10,7 +10,10 @@
 // hidden "bench child" command) from its rusage.
 //
 // RunBlob has three parts: the 1 GiB memory file (dedup of a 2 % rewrite,
-// push speed against restic), peak memory pushing and pulling a 4 GiB one
+// push speed against restic: the median of BlobConfig.Rounds rounds, each
+// on a fresh store and a fresh restic repository, the two taking turns,
+// since a single push on the benchmark VM moves by a third from run to
+// run), peak memory pushing and pulling a 4 GiB one
 // (folder store), and, with an S3 store, PullBlob of the 1 GiB file against
 // one plain GET and the cold pull of a 4 GiB Cocoon-shaped snapshot (sparse
 // guest memory and its JSON files) in a child process against plain GETs

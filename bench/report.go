@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"slices"
 )
 
 // WriteBlobMarkdown writes r as a markdown table of ratios against the
@@ -10,6 +11,13 @@ import (
 func WriteBlobMarkdown(w io.Writer, r *BlobResult) error {
 	mb := func(n int64) string { return fmt.Sprintf("%.1f MB", float64(n)/1e6) }
 	secs := func(s float64) string { return fmt.Sprintf("%.2f s", s) }
+	// timed is a median with the range of its rounds.
+	timed := func(t Timed) string {
+		if len(t.Runs) < 2 {
+			return secs(t.Seconds)
+		}
+		return fmt.Sprintf("%.2f s (median of %d, %.2f-%.2f)", t.Seconds, len(t.Runs), slices.Min(t.Runs), slices.Max(t.Runs))
+	}
 	var rows [][5]string
 	rows = append(rows, [5]string{
 		fmt.Sprintf("stored by the 2nd version (%.0f%% pages rewritten)", r.Change*100),
@@ -24,15 +32,15 @@ func WriteBlobMarkdown(w io.Writer, r *BlobResult) error {
 	}
 	if r.ResticFirst != nil {
 		rows = append(rows, [5]string{
-			"first push " + humanBytes(r.Size), secs(r.FirstPush.Seconds), "restic backup " + secs(r.ResticFirst.Seconds),
+			"first push " + humanBytes(r.Size), timed(r.FirstPush), "restic backup " + timed(*r.ResticFirst),
 			fmt.Sprintf("%.1fx faster", ratio(r.ResticFirst.Seconds, r.FirstPush.Seconds)), ">= 2x",
 		})
 		rows = append(rows, [5]string{
-			"same content again from a new file", secs(r.RePush.Seconds), "restic backup --force " + secs(r.ResticForce.Seconds),
+			"same content again from a new file", timed(r.RePush), "restic backup --force " + timed(*r.ResticForce),
 			fmt.Sprintf("%.1fx faster", ratio(r.ResticForce.Seconds, r.RePush.Seconds)), ">= 5x",
 		})
 	} else {
-		rows = append(rows, [5]string{"first push " + humanBytes(r.Size), secs(r.FirstPush.Seconds), "restic not installed", "-", ">= 2x"})
+		rows = append(rows, [5]string{"first push " + humanBytes(r.Size), timed(r.FirstPush), "restic not installed", "-", ">= 2x"})
 	}
 	if r.RSSPush != nil {
 		rows = append(rows, [5]string{

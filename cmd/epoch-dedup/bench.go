@@ -19,7 +19,7 @@ func newBenchCmd(a *app) *cobra.Command {
 		out                                string
 		only, dirs                         []string
 		size, rssSize                      sizeFlag
-		revisions                          int
+		revisions, rounds                  int
 	)
 	size, rssSize = 1<<30, 4<<30
 	cmd := &cobra.Command{
@@ -31,7 +31,8 @@ revision, the bytes epoch-dedup uploads and downloads next to whole-file
 uploads, zstd-compressed 512 MiB parts, restic (when installed) and the lower
 bound (the zstd size of content the store has never seen). The blob
 benchmark pushes a 1 GiB memory file and a 2 % rewrite of it, times it
-against restic, measures peak memory in a child process, and times PullBlob
+against restic (the median of --rounds rounds on fresh stores, taking
+turns), measures peak memory in a child process, and times PullBlob
 from S3 against one plain GET and the cold pull of a 4 GiB snapshot (--rss-size)
 in a child process against plain GETs of its files. Every ratio is against a
 baseline measured in the same run; the report names the machine.
@@ -78,7 +79,7 @@ local versitygw and sets them).`,
 				failed = append(failed, rep.Failed()...)
 			}
 			if !noBlob {
-				bc := bench.BlobConfig{Size: int64(size), RSSSize: int64(rssSize), S3: s3cfg, Log: logf}
+				bc := bench.BlobConfig{Size: int64(size), RSSSize: int64(rssSize), Rounds: rounds, S3: s3cfg, Log: logf}
 				if quick {
 					bc.Size, bc.RSSSize = 64<<20, 256<<20
 				}
@@ -109,6 +110,7 @@ local versitygw and sets them).`,
 	f.StringSliceVar(&only, "only", nil, "run only the series whose name contains this")
 	f.StringArrayVar(&dirs, "dir", nil, "a folder holding one revision of a real snapshot; repeat, in order")
 	f.IntVar(&revisions, "revisions", 0, "revisions per series (default 5, quick 3)")
+	f.IntVar(&rounds, "rounds", 0, "times the blob benchmark's pushes and restic's backups run, on fresh stores, taking turns; the report gives the median (default 3)")
 	f.Var(&size, "size", "size of the blob benchmark's file")
 	f.Var(&rssSize, "rss-size", "size of the file pushed and pulled to measure peak memory")
 	f.BoolVar(&noRSS, "no-rss", false, "skip the peak-memory measurement")
