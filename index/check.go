@@ -52,7 +52,7 @@ func (db *DB) Check() error {
 }
 
 func checkPacks(tx *bolt.Tx, report func(string, ...any) bool) {
-	packs, chunks, pending := tx.Bucket(bucketPacks), tx.Bucket(bucketChunks), tx.Bucket(bucketPending)
+	packs, chunks, pending, nos := tx.Bucket(bucketPacks), tx.Bucket(bucketChunks), tx.Bucket(bucketPending), tx.Bucket(bucketPackNos)
 	_ = tx.Bucket(bucketDeleted).ForEach(func(k, _ []byte) error {
 		if packs.Get(k) != nil && !report("deleted pack %x is still recorded", k) {
 			return errStop
@@ -78,10 +78,12 @@ func checkPacks(tx *bolt.Tx, report func(string, ...any) bool) {
 		// all (a merge writes key-range slices in separate transactions and
 		// may have been interrupted); the ones that are must be right.
 		isPending := pending.Get(k) != nil
-		key := make([]byte, chunkKeySize)
-		copy(key[chunk.IDSize:], k)
+		no := packNumber(v)
+		if !bytes.Equal(nos.Get(no), k) && !report("pack %x: its number %x names another pack", k, no) {
+			return errStop
+		}
 		for ; len(body) > 0; body = body[packEntrySize:] {
-			copy(key, body[:chunk.IDSize])
+			key := chunkKey(body, no)
 			got := chunks.Get(key)
 			if isPending && got == nil {
 				continue
@@ -103,9 +105,10 @@ func checkPacks(tx *bolt.Tx, report func(string, ...any) bool) {
 			}
 			return nil
 		}
-		pv := packs.Get(k[chunk.IDSize:])
+		pack := nos.Get(k[chunk.IDSize:])
+		pv := packs.Get(pack)
 		if pv == nil {
-			if !report("chunk %x points to unknown pack %x", k[:chunk.IDSize], k[chunk.IDSize:]) {
+			if !report("chunk %x points to unknown pack number %x", k[:chunk.IDSize], k[chunk.IDSize:]) {
 				return errStop
 			}
 			return nil
@@ -114,9 +117,12 @@ func checkPacks(tx *bolt.Tx, report func(string, ...any) bool) {
 		if err != nil {
 			return nil // reported above
 		}
+		if !bytes.Equal(packNumber(pv), k[chunk.IDSize:]) {
+			return nil // reported above, as the pack's number naming another
+		}
 		off, n := binary.BigEndian.Uint64(v), uint64(binary.BigEndian.Uint32(v[8:]))
 		if off > uint64(size) || n > uint64(size)-off {
-			if !report("chunk %x: block [%d,+%d) past pack %x of %d bytes", k[:chunk.IDSize], off, n, k[chunk.IDSize:], size) {
+			if !report("chunk %x: block [%d,+%d) past pack %x of %d bytes", k[:chunk.IDSize], off, n, pack, size) {
 				return errStop
 			}
 		}
@@ -125,6 +131,14 @@ func checkPacks(tx *bolt.Tx, report func(string, ...any) bool) {
 	if listed != located {
 		report("merged packs list %d chunks, %d locations stored", listed, located)
 	}
+	_ = nos.ForEach(func(no, pack []byte) error {
+		pv := packs.Get(pack)
+		if (len(pv) < packHeaderSize || !bytes.Equal(packNumber(pv), no)) &&
+			!report("pack number %x names pack %x, which has another number or none", no, pack) {
+			return errStop
+		}
+		return nil
+	})
 }
 
 func checkLocal(tx *bolt.Tx, report func(string, ...any) bool) {

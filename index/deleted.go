@@ -50,7 +50,7 @@ func (db *DB) ingestTombstone(name string, packs []chunk.ID) (removed int, err e
 		if err := ing.Put([]byte(name), []byte{0, 0, 0, 0}); err != nil {
 			return err
 		}
-		packsB, pendingB, deletedB, chunks := tx.Bucket(bucketPacks), tx.Bucket(bucketPending), tx.Bucket(bucketDeleted), tx.Bucket(bucketChunks)
+		packsB, pendingB, deletedB := tx.Bucket(bucketPacks), tx.Bucket(bucketPending), tx.Bucket(bucketDeleted)
 		for _, pack := range packs {
 			if err := deletedB.Put(bytes.Clone(pack[:]), nil); err != nil {
 				return err
@@ -66,13 +66,8 @@ func (db *DB) ingestTombstone(name string, packs []chunk.ID) (removed int, err e
 			if err != nil {
 				return err
 			}
-			key := make([]byte, chunkKeySize)
-			copy(key[chunk.IDSize:], pack[:])
-			for ; len(body) > 0; body = body[packEntrySize:] {
-				copy(key, body[:chunk.IDSize])
-				if err := chunks.Delete(key); err != nil {
-					return err
-				}
+			if err := deleteEntries(tx, body, packNumber(v)); err != nil {
+				return err
 			}
 			if err := packsB.Delete(pack[:]); err != nil {
 				return err
@@ -132,7 +127,7 @@ func (db *DB) ForEachPack(fn func(PackRecord) error) error {
 // first when every location matters. fn must not write to db.
 func (db *DB) LookupManyAccept(ids []chunk.ID, accept func(pack chunk.ID) bool, fn func(i int, loc Location, ok bool)) error {
 	err := db.sliced(len(ids), func(tx *bolt.Tx, lo, hi int, moved func() bool) (int, error) {
-		c := tx.Bucket(bucketChunks).Cursor()
+		c, nos := tx.Bucket(bucketChunks).Cursor(), tx.Bucket(bucketPackNos).Cursor()
 		for i := lo; i < hi; i++ {
 			id := ids[i]
 			db.mu.RLock()
@@ -147,7 +142,7 @@ func (db *DB) LookupManyAccept(ids []chunk.ID, accept func(pack chunk.ID) bool, 
 				if len(v) != chunkValueSize {
 					continue
 				}
-				if p := chunk.ID(k[chunk.IDSize:]); accept(p) {
+				if p, known := packOf(nos, k); known && accept(p) {
 					loc, ok = decodeLocation(p, v), true
 					break
 				}

@@ -20,7 +20,7 @@ import (
 const (
 	// Version is the schema version of the database file. A file with
 	// another version is moved aside and recreated by Open.
-	Version = 1
+	Version = 2
 
 	// MaxPackSize bounds a pack's size (and so every offset in it).
 	MaxPackSize = 1 << 50
@@ -28,7 +28,7 @@ const (
 	magic = "epoch-dedup index"
 
 	// Stored value sizes.
-	packHeaderSize  = 12 // size u64, chunk count u32
+	packHeaderSize  = 16 // size u64, chunk count u32, pack number u32
 	chunkValueSize  = 20 // block offset u64, block length u32, offset u32, length u32
 	packEntrySize   = chunk.IDSize + chunkValueSize
 	localValueSize  = 12 // offset u64, length u32
@@ -36,7 +36,8 @@ const (
 	maxNameLength   = 1024
 	brokenSuffix    = ".broken"
 	fileNoSize      = 8
-	chunkKeySize    = 2 * chunk.IDSize // chunk id, pack id
+	packNoSize      = 4
+	chunkKeySize    = chunk.IDSize + packNoSize // chunk id, pack number
 	localKeySize    = chunk.IDSize + fileNoSize
 	fileChunkKeyLen = fileNoSize + chunk.IDSize
 )
@@ -60,9 +61,10 @@ var (
 	ErrInvalidArgument = errors.New("invalid argument")
 
 	bucketMeta       = []byte("meta")
-	bucketPacks      = []byte("packs")      // pack id -> size, count, entries (id, location)
+	bucketPacks      = []byte("packs")      // pack id -> size, count, number, entries (id, location)
+	bucketPackNos    = []byte("packnos")    // pack number -> pack id
 	bucketPending    = []byte("pending")    // pack id -> nil: packs not yet merged into chunks
-	bucketChunks     = []byte("chunks")     // chunk id ‖ pack id -> location in the pack
+	bucketChunks     = []byte("chunks")     // chunk id ‖ pack number -> location in the pack
 	bucketIngested   = []byte("ingested")   // index object name -> pack count
 	bucketFiles      = []byte("files")      // file no -> validator, path
 	bucketPaths      = []byte("paths")      // path -> file no
@@ -71,7 +73,7 @@ var (
 	bucketDeleted    = []byte("deleted")    // pack id -> nil: packs a gc tombstone names; never added again
 	bucketDigests    = []byte("digests")    // recipe content key -> SHA-256 of those bytes
 	bucketRecipeIDs  = []byte("recipeIDs")  // recipe content key -> id of a full recipe object in the store
-	allBuckets       = [][]byte{bucketMeta, bucketPacks, bucketPending, bucketChunks, bucketIngested, bucketFiles, bucketPaths, bucketLocal, bucketFileChunks, bucketDeleted, bucketDigests, bucketRecipeIDs}
+	allBuckets       = [][]byte{bucketMeta, bucketPacks, bucketPackNos, bucketPending, bucketChunks, bucketIngested, bucketFiles, bucketPaths, bucketLocal, bucketFileChunks, bucketDeleted, bucketDigests, bucketRecipeIDs}
 
 	keyMagic   = []byte("magic")
 	keyVersion = []byte("version")

@@ -223,6 +223,19 @@ func TestDB_AddPack(t *testing.T) {
 // two of its transactions does: part of a pending pack's entries in the
 // chunk tree, the pack still pending. Check accepts it, lookups work, and
 // the next merge finishes it.
+// rawPackNo returns the number the chunk tree's keys name pack by, from
+// the packnos bucket (number -> pack id) of a database opened with bbolt.
+func rawPackNo(tx *bolt.Tx, pack chunk.ID) []byte {
+	var no []byte
+	_ = tx.Bucket([]byte("packnos")).ForEach(func(k, v []byte) error {
+		if bytes.Equal(v, pack[:]) {
+			no = bytes.Clone(k)
+		}
+		return nil
+	})
+	return no
+}
+
 func TestDB_Merge_Interrupted(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 9))
 	path := filepath.Join(t.TempDir(), "index.db")
@@ -241,7 +254,7 @@ func TestDB_Merge_Interrupted(t *testing.T) {
 			v = binary.BigEndian.AppendUint32(v, e.BlockLength)
 			v = binary.BigEndian.AppendUint32(v, e.Offset)
 			v = binary.BigEndian.AppendUint32(v, e.Length)
-			if err := tx.Bucket([]byte("chunks")).Put(append(e.ID[:], p.Pack[:]...), v); err != nil {
+			if err := tx.Bucket([]byte("chunks")).Put(append(e.ID[:], rawPackNo(tx, p.Pack)...), v); err != nil {
 				return err
 			}
 		}
@@ -566,7 +579,10 @@ func TestDB_Check(t *testing.T) {
 			return tx.Bucket([]byte("packs")).Delete(p.Pack[:])
 		}},
 		{"location gone", func(tx *bolt.Tx, p index.PackRecord) error {
-			return tx.Bucket([]byte("chunks")).Delete(append(p.Entries[0].ID[:], p.Pack[:]...))
+			return tx.Bucket([]byte("chunks")).Delete(append(p.Entries[0].ID[:], rawPackNo(tx, p.Pack)...))
+		}},
+		{"pack number gone", func(tx *bolt.Tx, p index.PackRecord) error {
+			return tx.Bucket([]byte("packnos")).Delete(rawPackNo(tx, p.Pack))
 		}},
 		{"file gone", func(tx *bolt.Tx, _ index.PackRecord) error {
 			c := tx.Bucket([]byte("files")).Cursor()

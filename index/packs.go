@@ -123,7 +123,7 @@ func (db *DB) addPacks(objs []IndexObject, how mergeWhen) error {
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
 		added = added[:0]
 		ing := tx.Bucket(bucketIngested)
-		packsB, pendingB, deletedB := tx.Bucket(bucketPacks), tx.Bucket(bucketPending), tx.Bucket(bucketDeleted)
+		packsB, pendingB, deletedB, nosB := tx.Bucket(bucketPacks), tx.Bucket(bucketPending), tx.Bucket(bucketDeleted), tx.Bucket(bucketPackNos)
 		for _, o := range objs {
 			if o.Name != "" {
 				if ing.Get([]byte(o.Name)) != nil {
@@ -138,7 +138,20 @@ func (db *DB) addPacks(objs []IndexObject, how mergeWhen) error {
 					continue
 				}
 				key := bytes.Clone(p.Pack[:])
-				if err := packsB.Put(key, encodePackValue(&p)); err != nil {
+				// The chunk tree names the pack by a number of 4 bytes
+				// instead of its id of 32: each of its millions of keys
+				// is 28 bytes shorter.
+				no, err := nosB.NextSequence()
+				if err != nil {
+					return err
+				}
+				if no > math.MaxUint32 {
+					return fmt.Errorf("%w: pack numbers exhausted", ErrInvalidArgument)
+				}
+				if err := nosB.Put(binary.BigEndian.AppendUint32(nil, uint32(no)), key); err != nil {
+					return err
+				}
+				if err := packsB.Put(key, encodePackValue(&p, uint32(no))); err != nil {
 					return err
 				}
 				if err := pendingB.Put(key, nil); err != nil {
@@ -344,7 +357,7 @@ func idRange(r, n int) (lo, hi uint64) {
 	return uint64(r) << 32 / uint64(n), uint64(r+1) << 32 / uint64(n)
 }
 
-// mergeRec is one chunk tree record: key (chunk id, pack id), then value.
+// mergeRec is one chunk tree record: key (chunk id, pack number), then value.
 type mergeRec [chunkKeySize + chunkValueSize]byte
 
 // pendingPacks lists the pending packs, counts their entries and returns
@@ -381,11 +394,13 @@ func (db *DB) pendingRecords(packIDs []chunk.ID, lo, hi uint64) (recs []mergeRec
 	err = db.bolt.View(func(tx *bolt.Tx) error {
 		packsB := tx.Bucket(bucketPacks)
 		bodies := make([][]byte, 0, len(packIDs))
+		nos := make([][packNoSize]byte, 0, len(packIDs))
 		n := 0
 		for _, pack := range packIDs {
 			v := packsB.Get(pack[:])
 			if v == nil {
 				bodies = append(bodies, nil)
+				nos = append(nos, [packNoSize]byte{})
 				continue // removed since the merge listed it (RemovePack)
 			}
 			body, _, err := decodePackValue(v)
@@ -393,6 +408,7 @@ func (db *DB) pendingRecords(packIDs []chunk.ID, lo, hi uint64) (recs []mergeRec
 				return fmt.Errorf("pack %s: %w", pack, err)
 			}
 			bodies = append(bodies, body)
+			nos = append(nos, [packNoSize]byte(packNumber(v)))
 			for e := body; len(e) > 0; e = e[packEntrySize:] {
 				if inRange(e) {
 					n++
@@ -402,14 +418,14 @@ func (db *DB) pendingRecords(packIDs []chunk.ID, lo, hi uint64) (recs []mergeRec
 		// Counted first: appending 84-byte records one by one copied them
 		// over and over as the slice grew (0.13 s of CPU per GiB pushed).
 		recs = make([]mergeRec, 0, n)
-		for i, pack := range packIDs {
+		for i := range packIDs {
 			for body := bodies[i]; len(body) > 0; body = body[packEntrySize:] {
 				if !inRange(body) {
 					continue
 				}
 				var r mergeRec
 				copy(r[:], body[:chunk.IDSize])
-				copy(r[chunk.IDSize:], pack[:])
+				copy(r[chunk.IDSize:], nos[i][:])
 				copy(r[chunkKeySize:], body[chunk.IDSize:packEntrySize])
 				recs = append(recs, r)
 			}
@@ -485,9 +501,9 @@ func checkPack(p *PackRecord) error {
 	return nil
 }
 
-// encodePackValue stores a pack's size and its entries sorted by chunk id,
-// a chunk listed twice kept once (the first).
-func encodePackValue(p *PackRecord) []byte {
+// encodePackValue stores a pack's size, its number and its entries sorted
+// by chunk id, a chunk listed twice kept once (the first).
+func encodePackValue(p *PackRecord, no uint32) []byte {
 	order := make([]int, len(p.Entries))
 	for i := range order {
 		order[i] = i
@@ -509,7 +525,17 @@ func encodePackValue(p *PackRecord) []byte {
 	}
 	binary.BigEndian.PutUint64(v[0:], uint64(p.Size))
 	binary.BigEndian.PutUint32(v[8:], n)
+	binary.BigEndian.PutUint32(v[12:], no)
 	return v
+}
+
+// packNumber returns the number of a pack value decodePackValue accepted,
+// as the chunk tree's keys hold it.
+func packNumber(v []byte) []byte { return v[12:packHeaderSize] }
+
+// chunkKey returns the chunk tree key of id in the pack numbered no.
+func chunkKey(id []byte, no []byte) []byte {
+	return append(append(make([]byte, 0, chunkKeySize), id[:chunk.IDSize]...), no...)
 }
 
 // decodePackValue returns the entry records (packEntrySize bytes each) and
@@ -547,7 +573,7 @@ func (db *DB) Lookup(id chunk.ID) (loc Location, ok bool, err error) {
 		return loc, true, nil
 	}
 	err = db.bolt.View(func(tx *bolt.Tx) error {
-		loc, ok = lookup(tx.Bucket(bucketChunks).Cursor(), id)
+		loc, ok = lookup(tx.Bucket(bucketChunks).Cursor(), tx.Bucket(bucketPackNos).Cursor(), id)
 		return nil
 	})
 	if err != nil {
@@ -562,13 +588,13 @@ func (db *DB) Lookup(id chunk.ID) (loc Location, ok bool, err error) {
 // then holds little of it mapped (see sliced).
 func (db *DB) LookupMany(ids []chunk.ID, fn func(i int, loc Location, ok bool)) error {
 	err := db.sliced(len(ids), func(tx *bolt.Tx, lo, hi int, moved func() bool) (int, error) {
-		c := tx.Bucket(bucketChunks).Cursor()
+		c, nos := tx.Bucket(bucketChunks).Cursor(), tx.Bucket(bucketPackNos).Cursor()
 		for i := lo; i < hi; i++ {
 			db.mu.RLock()
 			loc, ok := db.pending[ids[i]]
 			db.mu.RUnlock()
 			if !ok {
-				loc, ok = lookup(c, ids[i])
+				loc, ok = lookup(c, nos, ids[i])
 			}
 			if !ok && moved() {
 				return i, nil
@@ -583,12 +609,28 @@ func (db *DB) LookupMany(ids []chunk.ID, fn func(i int, loc Location, ok bool)) 
 	return nil
 }
 
-func lookup(c *bolt.Cursor, id chunk.ID) (Location, bool) {
+func lookup(c, nos *bolt.Cursor, id chunk.ID) (Location, bool) {
 	k, v := c.Seek(id[:])
 	if len(k) != chunkKeySize || !bytes.Equal(k[:chunk.IDSize], id[:]) || len(v) != chunkValueSize {
 		return Location{}, false
 	}
-	return decodeLocation(chunk.ID(k[chunk.IDSize:]), v), true
+	pack, ok := packOf(nos, k)
+	if !ok {
+		return Location{}, false // Check reports it
+	}
+	return decodeLocation(pack, v), true
+}
+
+// packOf returns the id of the pack a chunk tree key names, found with a
+// cursor of the packnos bucket (Bucket.Get allocates a cursor per call:
+// one allocation per chunk looked up).
+func packOf(nos *bolt.Cursor, key []byte) (chunk.ID, bool) {
+	no := key[chunk.IDSize:]
+	k, p := nos.Seek(no)
+	if !bytes.Equal(k, no) || len(p) != chunk.IDSize {
+		return chunk.ID{}, false
+	}
+	return chunk.ID(p), true
 }
 
 // HasPack reports whether the pack is recorded. An unreadable database
@@ -662,14 +704,8 @@ func (db *DB) RemovePack(pack chunk.ID) error {
 		if err != nil {
 			return err
 		}
-		chunks := tx.Bucket(bucketChunks)
-		key := make([]byte, chunkKeySize)
-		copy(key[chunk.IDSize:], pack[:])
-		for ; len(body) > 0; body = body[packEntrySize:] {
-			copy(key, body[:chunk.IDSize])
-			if err := chunks.Delete(key); err != nil {
-				return err
-			}
+		if err := deleteEntries(tx, body, packNumber(v)); err != nil {
+			return err
 		}
 		return packsB.Delete(pack[:])
 	})
@@ -677,6 +713,18 @@ func (db *DB) RemovePack(pack chunk.ID) error {
 		return fmt.Errorf("remove pack %s: %w", pack, err)
 	}
 	return nil
+}
+
+// deleteEntries deletes from the chunk tree the entries body (a pack
+// value's) lists under pack number no, and the number.
+func deleteEntries(tx *bolt.Tx, body, no []byte) error {
+	chunks := tx.Bucket(bucketChunks)
+	for ; len(body) > 0; body = body[packEntrySize:] {
+		if err := chunks.Delete(chunkKey(body, no)); err != nil {
+			return err
+		}
+	}
+	return tx.Bucket(bucketPackNos).Delete(no)
 }
 
 // lookupSlice is how many ids LookupMany and FindLocalMany look up in one
