@@ -71,11 +71,10 @@ func rounds(ts []Timed) Timed {
 	for i, t := range ts {
 		out.Runs[i] = t.Seconds
 	}
-	sorted := slices.Clone(out.Runs)
-	slices.Sort(sorted)
-	out.Seconds = sorted[len(sorted)/2]
+	sorted, mid := slices.Sorted(slices.Values(out.Runs)), len(ts)/2
+	out.Seconds = sorted[mid]
 	if len(sorted)%2 == 0 {
-		out.Seconds = (sorted[len(sorted)/2-1] + sorted[len(sorted)/2]) / 2
+		out.Seconds = (sorted[mid-1] + sorted[mid]) / 2
 	}
 	return out
 }

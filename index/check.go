@@ -82,8 +82,9 @@ func checkPacks(tx *bolt.Tx, report func(string, ...any) bool) {
 		if !bytes.Equal(nos.Get(no), k) && !report("pack %x: its number %x names another pack", k, no) {
 			return errStop
 		}
+		key := make([]byte, 0, chunkKeySize)
 		for ; len(body) > 0; body = body[packEntrySize:] {
-			key := chunkKey(body, no)
+			key = appendChunkKey(key[:0], body, no)
 			got := chunks.Get(key)
 			if isPending && got == nil {
 				continue

@@ -525,17 +525,18 @@ func encodePackValue(p *PackRecord, no uint32) []byte {
 	}
 	binary.BigEndian.PutUint64(v[0:], uint64(p.Size))
 	binary.BigEndian.PutUint32(v[8:], n)
-	binary.BigEndian.PutUint32(v[12:], no)
+	binary.BigEndian.PutUint32(packNumber(v), no)
 	return v
 }
 
-// packNumber returns the number of a pack value decodePackValue accepted,
-// as the chunk tree's keys hold it.
-func packNumber(v []byte) []byte { return v[12:packHeaderSize] }
+// packNumber returns the number of a pack value decodePackValue accepted
+// (the header's last field), as the chunk tree's keys hold it.
+func packNumber(v []byte) []byte { return v[packHeaderSize-packNoSize : packHeaderSize] }
 
-// chunkKey returns the chunk tree key of id in the pack numbered no.
-func chunkKey(id []byte, no []byte) []byte {
-	return append(append(make([]byte, 0, chunkKeySize), id[:chunk.IDSize]...), no...)
+// appendChunkKey appends to dst the chunk tree key of id in the pack
+// numbered no.
+func appendChunkKey(dst, id, no []byte) []byte {
+	return append(append(dst, id[:chunk.IDSize]...), no...)
 }
 
 // decodePackValue returns the entry records (packEntrySize bytes each) and
@@ -719,8 +720,9 @@ func (db *DB) RemovePack(pack chunk.ID) error {
 // value's) lists under pack number no, and the number.
 func deleteEntries(tx *bolt.Tx, body, no []byte) error {
 	chunks := tx.Bucket(bucketChunks)
+	key := make([]byte, 0, chunkKeySize)
 	for ; len(body) > 0; body = body[packEntrySize:] {
-		if err := chunks.Delete(chunkKey(body, no)); err != nil {
+		if err := chunks.Delete(appendChunkKey(key[:0], body, no)); err != nil {
 			return err
 		}
 	}
