@@ -27,6 +27,12 @@ func (db *DB) Check() error {
 		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrCorrupt}, args...)...))
 		return len(errs) < maxCheckErrors
 	}
+	// No merge adds to the tree or the filter while they are compared.
+	db.mergeMu.Lock()
+	defer db.mergeMu.Unlock()
+	db.mu.RLock()
+	filter := db.filter
+	db.mu.RUnlock()
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		for err := range tx.Check() {
 			if !report("bbolt: %v", err) {
@@ -38,6 +44,7 @@ func (db *DB) Check() error {
 			return nil
 		}
 		checkPacks(tx, report)
+		checkFilter(tx, filter, report)
 		checkLocal(tx, report)
 		checkDigests(tx, report)
 		return nil
@@ -49,6 +56,20 @@ func (db *DB) Check() error {
 		return fmt.Errorf("check index %s: %w", db.path, errors.Join(errs...))
 	}
 	return nil
+}
+
+// checkFilter reports chunk ids of the tree that the lookup filter would
+// rule out: lookups would miss them.
+func checkFilter(tx *bolt.Tx, f *treeFilter, report func(string, ...any) bool) {
+	if f == nil {
+		return
+	}
+	c := tx.Bucket(bucketChunks).Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		if len(k) == chunkKeySize && !f.mayContain((*chunk.ID)(k[:chunk.IDSize])) && !report("chunk %x is in the tree but ruled out by the lookup filter", k[:chunk.IDSize]) {
+			return
+		}
+	}
 }
 
 func checkPacks(tx *bolt.Tx, report func(string, ...any) bool) {

@@ -126,15 +126,20 @@ func (db *DB) ForEachPack(fn func(PackRecord) error) error {
 // location is refused is found in another pack only once merged: call Merge
 // first when every location matters. fn must not write to db.
 func (db *DB) LookupManyAccept(ids []chunk.ID, accept func(pack chunk.ID) bool, fn func(i int, loc Location, ok bool)) error {
+	db.ensureFilter()
 	err := db.sliced(len(ids), func(tx *bolt.Tx, lo, hi int, moved func() bool) (int, error) {
 		c, nos := tx.Bucket(bucketChunks).Cursor(), tx.Bucket(bucketPackNos).Cursor()
 		for i := lo; i < hi; i++ {
 			id := ids[i]
 			db.mu.RLock()
-			loc, ok := db.pending[id]
+			loc, ok, absent := db.pendingOrAbsent(&id)
 			db.mu.RUnlock()
 			if ok && accept(loc.Pack) {
 				fn(i, loc, true)
+				continue
+			}
+			if absent {
+				fn(i, Location{}, false)
 				continue
 			}
 			ok = false

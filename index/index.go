@@ -161,6 +161,10 @@ type DB struct {
 	// durable.
 	mu      sync.RWMutex
 	pending map[chunk.ID]Location
+	// filter, under mu, rules ids out of the chunk tree (see treeFilter);
+	// nil until the first lookup wants it (filterWanted) and no merge runs.
+	filter       *treeFilter
+	filterWanted atomic.Bool
 	// merged counts the merges that moved entries out of pending, bumped
 	// under mu as they go. A lookup that misses in a read transaction
 	// opened before such a move, and then in pending after it, missed an
@@ -168,7 +172,9 @@ type DB struct {
 	merged atomic.Uint64
 
 	// mergeMu serialises merges: two would write the same records.
+	// merging is set while a merge holds it.
 	mergeMu sync.Mutex
+	merging atomic.Bool
 	// staged: StageAll recorded packs whose entries only a merge makes
 	// visible (they are not in pending).
 	staged atomic.Bool

@@ -1089,3 +1089,67 @@ func TestDB_StageAll(t *testing.T) {
 		})
 	}
 }
+
+// TestDB_LookupFilter grows the chunk tree past the lookup filter's first
+// capacity (it is rebuilt larger) with lookups between merges: every id
+// recorded is found by Lookup, LookupMany and LookupManyAccept, ids never
+// recorded or removed are not, and Check agrees with the filter.
+func TestDB_LookupFilter(t *testing.T) {
+	db := indextest.MustOpen(t, filepath.Join(t.TempDir(), "index.db"), &index.Options{MergeThreshold: 8192, NoSync: true})
+	rng := rand.New(rand.NewPCG(8, 9))
+	var packs []index.PackRecord
+	var ids []chunk.ID
+	absent := make([]chunk.ID, 1000)
+	for i := range absent {
+		absent[i] = randID(rng)
+	}
+	all := func(chunk.ID) bool { return true }
+	lookAll := func(round int) {
+		t.Helper()
+		want := func(what string, ids []chunk.ID, found bool) func(int, index.Location, bool) {
+			return func(i int, _ index.Location, ok bool) {
+				if ok != found {
+					t.Fatalf("round %d: %s: id %d of %d found=%v", round, what, i, len(ids), ok)
+				}
+			}
+		}
+		if err := db.LookupMany(ids, want("LookupMany", ids, true)); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.LookupManyAccept(ids, all, want("LookupManyAccept", ids, true)); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.LookupMany(absent, want("LookupMany of absent ids", absent, false)); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range packs[len(packs)-3:] {
+			wantLocation(t, db, p, p.Entries[rng.IntN(len(p.Entries))])
+		}
+	}
+	for round := range 10 {
+		for range 4 {
+			p := randPack(rng, 2048)
+			addPack(t, db, p)
+			packs = append(packs, p)
+			for _, e := range p.Entries {
+				ids = append(ids, e.ID)
+			}
+		}
+		lookAll(round)
+	}
+	db.MustCheck()
+	// A removed pack's ids stay in the filter; the tree still says no.
+	gone := packs[0]
+	if err := db.RemovePack(gone.Pack); err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range gone.Entries {
+		if _, ok, err := db.Lookup(e.ID); err != nil || ok {
+			t.Fatalf("removed entry %d: ok=%v err=%v", i, ok, err)
+		}
+	}
+	packs, ids = packs[1:], ids[len(gone.Entries):]
+	lookAll(10)
+	db = db.MustReopen()
+	lookAll(11)
+}
