@@ -126,7 +126,7 @@ func (db *DB) ForEachPack(fn func(PackRecord) error) error {
 // location is refused is found in another pack only once merged: call Merge
 // first when every location matters. fn must not write to db.
 func (db *DB) LookupManyAccept(ids []chunk.ID, accept func(pack chunk.ID) bool, fn func(i int, loc Location, ok bool)) error {
-	db.ensureFilter()
+	db.ensureFilter(len(ids))
 	err := db.sliced(len(ids), func(tx *bolt.Tx, lo, hi int, moved func() bool) (int, error) {
 		c, nos := tx.Bucket(bucketChunks).Cursor(), tx.Bucket(bucketPackNos).Cursor()
 		for i := lo; i < hi; i++ {

@@ -122,11 +122,20 @@ func (db *DB) buildFilter() error {
 	return nil
 }
 
-// ensureFilter builds the filter the first time lookups need it, unless a
-// merge is under way: that merge builds it when it ends, and until then
-// lookups descend the tree. Failure to build leaves lookups exact, just
-// slower.
-func (db *DB) ensureFilter() {
+// ensureFilter builds the filter the first time a lookup of n ids needs
+// it, unless a merge is under way: that merge builds it when it ends, and
+// until then lookups descend the tree. Failure to build leaves lookups
+// exact, just slower.
+//
+// Only lookups of at most lookupSlice ids build it: a push asks a batch at
+// a time, and its misses are what the filter is for. A pull asks for all
+// of a file's chunks at once, nearly all present, in id order (which
+// already keeps the mapping small, see sliced): scanning the tree would be
+// work for nothing. Lookup uses a filter built, but never builds one.
+func (db *DB) ensureFilter(n int) {
+	if n > lookupSlice {
+		return
+	}
 	db.filterWanted.Store(true)
 	db.mu.RLock()
 	built := db.filter != nil

@@ -69,8 +69,12 @@ func TestDB_CheckFilter(t *testing.T) {
 	if err := db.AddPack(randomID(rng), 8192, []PackEntry{{ID: id, BlockLength: 100, Length: 4096}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok, err := db.Lookup(id); err != nil || !ok {
-		t.Fatalf("lookup: ok=%v err=%v", ok, err)
+	if err := db.LookupMany([]chunk.ID{id}, func(_ int, _ Location, ok bool) {
+		if !ok {
+			t.Fatal("chunk not found")
+		}
+	}); err != nil {
+		t.Fatal(err)
 	}
 	if err := db.Check(); err != nil {
 		t.Fatalf("clean db: %v", err)
@@ -140,5 +144,30 @@ func TestDB_NoMergeBehindMerge(t *testing.T) {
 		}
 	}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDB_FilterBuiltBySmallLookups: a pull's lookup of a whole file's
+// chunks does not scan the tree for a filter; a push's batch does.
+func TestDB_FilterBuiltBySmallLookups(t *testing.T) {
+	db, err := Open(filepath.Join(t.TempDir(), "index.db"), &Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	built := func() bool {
+		db.mu.RLock()
+		defer db.mu.RUnlock()
+		return db.filter != nil
+	}
+	ignore := func(int, Location, bool) {}
+	if _, _, err := db.Lookup(chunk.ID{1}); err != nil || built() {
+		t.Fatalf("Lookup: err=%v, filter built %v", err, built())
+	}
+	if err := db.LookupMany(make([]chunk.ID, lookupSlice+1), ignore); err != nil || built() {
+		t.Fatalf("large LookupMany: err=%v, filter built %v", err, built())
+	}
+	if err := db.LookupMany(make([]chunk.ID, 2048), ignore); err != nil || !built() {
+		t.Fatalf("small LookupMany: err=%v, filter built %v", err, built())
 	}
 }

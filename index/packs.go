@@ -589,7 +589,6 @@ func decodeLocation(pack chunk.ID, v []byte) Location {
 // Lookup returns a location of chunk id. When a chunk sits in several
 // packs, which one is returned is unspecified.
 func (db *DB) Lookup(id chunk.ID) (loc Location, ok bool, err error) {
-	db.ensureFilter()
 	db.mu.RLock()
 	loc, ok, absent := db.pendingOrAbsent(&id)
 	db.mu.RUnlock()
@@ -611,7 +610,7 @@ func (db *DB) Lookup(id chunk.ID) (loc Location, ok bool, err error) {
 // deadlock). Sorted ids touch the chunk tree in order, and a large call
 // then holds little of it mapped (see sliced).
 func (db *DB) LookupMany(ids []chunk.ID, fn func(i int, loc Location, ok bool)) error {
-	db.ensureFilter()
+	db.ensureFilter(len(ids))
 	err := db.sliced(len(ids), func(tx *bolt.Tx, lo, hi int, moved func() bool) (int, error) {
 		c, nos := tx.Bucket(bucketChunks).Cursor(), tx.Bucket(bucketPackNos).Cursor()
 		for i := lo; i < hi; i++ {
