@@ -50,22 +50,24 @@
 // one id range per transaction, reading its iter.Seq again for each range
 // instead of sorting a copy of all of them.
 //
-// With Options.BackgroundMerge (the registry's setting) AddPack merges in
-// a goroutine of its own and returns: a push hashes its next pages while
-// the entries of the packs it stored are merged. Pending entries stay
-// bounded at twice the threshold. Lookups are exact throughout: a lookup
-// that raced a merge (its read transaction older than the merge's commit,
-// its look at the pending entries newer) asks again. First push of 1 GiB,
-// three alternating pairs on the 2-core VM: 1.88-2.03 s against
-// 2.03-2.21 s merging in the caller. Ingest keeps merging before it
-// returns, except while another merge is under way: then the entries wait
-// for the next merge (up to twice the threshold) instead of queueing one
-// right behind it (a 4 GiB push did that after every merge, rewriting the
-// tree for a few thousand entries, 0.2-0.4 s each). In the background it let a cold pull of a 512 MiB snapshot
-// download while merging (1.66-2.03 s against 1.91-2.37 s), but a 4 GiB one
-// ingests 700000 entries, ten merges' worth, and waited for the merges
-// anyway at twice the threshold; it then also merged through the download:
-// 21.2-27.6 s against 19.7-21.5 s (S3, two pairs).
+// With Options.BackgroundMerge (the registry's setting) AddPack and Ingest
+// merge in a goroutine of their own and return: a push hashes its next
+// pages while the entries of the packs it stored are merged. Pending
+// entries stay bounded at twice the threshold. Lookups are exact
+// throughout: a lookup that raced a merge (its read transaction older than
+// the merge's commit, its look at the pending entries newer) asks again.
+// First push of 1 GiB, three alternating pairs on the 2-core VM: 1.88-2.03 s
+// against 2.03-2.21 s merging in the caller (AddPack); when pushes came to
+// record their packs with Ingest (their index objects), which merged in the
+// caller, the same push took 2.46-2.53 s against 2.12-2.48 s with Ingest
+// merging in the background (four pairs). A call that crosses the
+// threshold while a merge is under way leaves its entries to the next
+// merge (up to twice the threshold) instead of queueing one right behind
+// it: a 4 GiB push did that after every merge, rewriting the tree for a
+// few thousand entries, 0.2-0.4 s each. Merging in the background is not
+// what a cold node's catch-up wants: a 4 GiB snapshot's 700000 entries
+// are ten merges' worth, and the download waited for them anyway; it
+// stages them (StageAll) and merges once.
 //
 // Measured (BenchmarkDB_AddPack, 2-core VM, ext4):
 // 131072 random chunk ids in 32 packs of 4096 take 0.60 s with fsync per

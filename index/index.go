@@ -103,13 +103,13 @@ type Options struct {
 	// transaction records (at least 256), for the same reason: memory.
 	MergeThreshold int
 
-	// BackgroundMerge lets AddPack return once its pack is recorded and
-	// merge in a goroutine of its own when MergeThreshold is reached, so a
-	// push hashes its next pages while the merge runs instead of after it.
-	// Lookups see every entry throughout, pending or merged. Pending
-	// entries are bounded at twice the threshold: an AddPack that would go
-	// past it waits for the merge. Ingest and IngestAll still merge before
-	// they return (see the package doc for why). Close waits for a merge
+	// BackgroundMerge lets AddPack, Ingest and IngestAll return once their
+	// packs are recorded and merge in a goroutine of its own when
+	// MergeThreshold is reached, so a push hashes its next pages while the
+	// merge runs instead of after it. Lookups see every entry throughout,
+	// pending or merged. Pending entries are bounded at twice the
+	// threshold: a call that would go past it waits for the merge.
+	// StageAll never merges (see the package doc). Close waits for a merge
 	// under way. A failed background merge loses nothing (its entries stay
 	// pending for the next merge); Close returns its error if no merge
 	// succeeded since.

@@ -62,7 +62,11 @@ type IndexObject struct {
 // node catching up on thousands of them pays one commit (one fsync), not
 // one each. Names already ingested are skipped.
 func (db *DB) IngestAll(objs []IndexObject) error {
-	return db.ingest(objs, mergeNow)
+	how := mergeNow
+	if db.background {
+		how = mergeLater
+	}
+	return db.ingest(objs, how)
 }
 
 // StageAll records the packs of objs and their names as IngestAll does,
