@@ -126,7 +126,7 @@ func (db *DB) ForEachPack(fn func(PackRecord) error) error {
 // location is refused is found in another pack only once merged: call Merge
 // first when every location matters. fn must not write to db.
 func (db *DB) LookupManyAccept(ids []chunk.ID, accept func(pack chunk.ID) bool, fn func(i int, loc Location, ok bool)) error {
-	db.ensureFilter(len(ids))
+	db.ensureFilter()
 	err := db.sliced(len(ids), func(tx *bolt.Tx, lo, hi int, moved func() bool) (int, error) {
 		c, nos := tx.Bucket(bucketChunks).Cursor(), tx.Bucket(bucketPackNos).Cursor()
 		for i := lo; i < hi; i++ {
@@ -143,7 +143,9 @@ func (db *DB) LookupManyAccept(ids []chunk.ID, accept func(pack chunk.ID) bool, 
 				continue
 			}
 			ok = false
+			inTree := false
 			for k, v := c.Seek(id[:]); len(k) == chunkKeySize && bytes.Equal(k[:chunk.IDSize], id[:]); k, v = c.Next() {
+				inTree = true
 				if len(v) != chunkValueSize {
 					continue
 				}
@@ -154,6 +156,9 @@ func (db *DB) LookupManyAccept(ids []chunk.ID, accept func(pack chunk.ID) bool, 
 			}
 			if !ok && moved() {
 				return i, nil
+			}
+			if !inTree {
+				db.treeMisses.Add(1)
 			}
 			fn(i, loc, ok)
 		}

@@ -102,8 +102,10 @@
 // objects) from 111 to 71 MiB.
 //
 // Lookups consult a Bloom filter of the ids in the chunk tree (16 bits per
-// id, about 0.1 % false positives; built by the first lookup from a scan of
-// the tree, grown by merges, rebuilt larger when full; at most 32 MiB). A
+// id, about 0.1 % false positives; built from a scan of the tree once
+// lookups have missed in it 4096 times, so pulls and pushes of content the
+// store holds never pay for it; grown by merges, rebuilt larger when full;
+// at most 32 MiB). A
 // push looks up every chunk of the file it reads and nearly all of a new
 // file's chunks miss: each miss read a leaf through the mapping, the kernel
 // mapped the 16 pages around it, and a few thousand misses kept the whole

@@ -69,6 +69,7 @@ func TestDB_CheckFilter(t *testing.T) {
 	if err := db.AddPack(randomID(rng), 8192, []PackEntry{{ID: id, BlockLength: 100, Length: 4096}}); err != nil {
 		t.Fatal(err)
 	}
+	db.treeMisses.Store(filterAfterMisses)
 	if err := db.LookupMany([]chunk.ID{id}, func(_ int, _ Location, ok bool) {
 		if !ok {
 			t.Fatal("chunk not found")
@@ -147,10 +148,12 @@ func TestDB_NoMergeBehindMerge(t *testing.T) {
 	}
 }
 
-// TestDB_FilterBuiltBySmallLookups: a pull's lookup of a whole file's
-// chunks does not scan the tree for a filter; a push's batch does.
-func TestDB_FilterBuiltBySmallLookups(t *testing.T) {
-	db, err := Open(filepath.Join(t.TempDir(), "index.db"), &Options{NoSync: true})
+// TestDB_FilterAfterMisses: lookups that find their chunks (a pull, a
+// push of content the store holds) never scan the tree for a filter;
+// lookups that miss in the tree (a push of new content) build one once
+// they have missed filterAfterMisses times.
+func TestDB_FilterAfterMisses(t *testing.T) {
+	db, err := Open(filepath.Join(t.TempDir(), "index.db"), &Options{MergeThreshold: -1, NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,14 +163,41 @@ func TestDB_FilterBuiltBySmallLookups(t *testing.T) {
 		defer db.mu.RUnlock()
 		return db.filter != nil
 	}
+	rng := rand.New(rand.NewPCG(7, 8))
+	p := PackRecord{Pack: randomID(rng), Size: 1 << 20}
+	var held []chunk.ID
+	for i := range 1000 {
+		id := randomID(rng)
+		held = append(held, id)
+		p.Entries = append(p.Entries, PackEntry{ID: id, BlockOffset: uint64(i) * 100, BlockLength: 100, Length: 4096})
+	}
+	if err := db.AddPack(p.Pack, p.Size, p.Entries); err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		if err := db.LookupMany(held, func(i int, _ Location, ok bool) {
+			if !ok {
+				t.Fatalf("held chunk %d not found", i)
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if built() {
+		t.Fatal("filter built by lookups that all found their chunks")
+	}
+	fresh := make([]chunk.ID, filterAfterMisses)
+	for i := range fresh {
+		fresh[i] = randomID(rng)
+	}
 	ignore := func(int, Location, bool) {}
-	if _, _, err := db.Lookup(chunk.ID{1}); err != nil || built() {
-		t.Fatalf("Lookup: err=%v, filter built %v", err, built())
+	if err := db.LookupMany(fresh, ignore); err != nil {
+		t.Fatal(err)
 	}
-	if err := db.LookupMany(make([]chunk.ID, lookupSlice+1), ignore); err != nil || built() {
-		t.Fatalf("large LookupMany: err=%v, filter built %v", err, built())
+	if built() {
+		t.Fatal("filter built before the lookups that reached the threshold")
 	}
-	if err := db.LookupMany(make([]chunk.ID, 2048), ignore); err != nil || !built() {
-		t.Fatalf("small LookupMany: err=%v, filter built %v", err, built())
+	if err := db.LookupManyAccept(fresh[:1], func(chunk.ID) bool { return true }, ignore); err != nil || !built() {
+		t.Fatalf("after %d misses: err=%v, filter built %v", filterAfterMisses, err, built())
 	}
 }

@@ -162,9 +162,11 @@ type DB struct {
 	mu      sync.RWMutex
 	pending map[chunk.ID]Location
 	// filter, under mu, rules ids out of the chunk tree (see treeFilter);
-	// nil until the first lookup wants it (filterWanted) and no merge runs.
+	// nil until lookups have missed in the tree often enough (treeMisses,
+	// filterWanted) and no merge runs.
 	filter       *treeFilter
 	filterWanted atomic.Bool
+	treeMisses   atomic.Int64
 	// merged counts the merges that moved entries out of pending, bumped
 	// under mu as they go. A lookup that misses in a read transaction
 	// opened before such a move, and then in pending after it, missed an

@@ -1099,7 +1099,7 @@ func TestDB_LookupFilter(t *testing.T) {
 	rng := rand.New(rand.NewPCG(8, 9))
 	var packs []index.PackRecord
 	var ids []chunk.ID
-	absent := make([]chunk.ID, 1000)
+	absent := make([]chunk.ID, 5000) // enough misses in the first round to build the filter
 	for i := range absent {
 		absent[i] = randID(rng)
 	}

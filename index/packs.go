@@ -603,6 +603,9 @@ func (db *DB) Lookup(id chunk.ID) (loc Location, ok bool, err error) {
 		loc, ok = lookup(tx.Bucket(bucketChunks).Cursor(), tx.Bucket(bucketPackNos).Cursor(), id)
 		return nil
 	})
+	if err == nil && !ok {
+		db.treeMisses.Add(1)
+	}
 	if err != nil {
 		return Location{}, false, fmt.Errorf("lookup chunk %s: %w", id, err)
 	}
@@ -614,7 +617,7 @@ func (db *DB) Lookup(id chunk.ID) (loc Location, ok bool, err error) {
 // deadlock). Sorted ids touch the chunk tree in order, and a large call
 // then holds little of it mapped (see sliced).
 func (db *DB) LookupMany(ids []chunk.ID, fn func(i int, loc Location, ok bool)) error {
-	db.ensureFilter(len(ids))
+	db.ensureFilter()
 	err := db.sliced(len(ids), func(tx *bolt.Tx, lo, hi int, moved func() bool) (int, error) {
 		c, nos := tx.Bucket(bucketChunks).Cursor(), tx.Bucket(bucketPackNos).Cursor()
 		for i := lo; i < hi; i++ {
@@ -623,8 +626,11 @@ func (db *DB) LookupMany(ids []chunk.ID, fn func(i int, loc Location, ok bool)) 
 			db.mu.RUnlock()
 			if !ok && !absent {
 				loc, ok = lookup(c, nos, ids[i])
-				if !ok && moved() {
-					return i, nil
+				if !ok {
+					if moved() {
+						return i, nil
+					}
+					db.treeMisses.Add(1)
 				}
 			}
 			fn(i, loc, ok)
