@@ -20,7 +20,8 @@ const maxCheckErrors = 10
 // chunk belongs to a known file and lies within its size, mirrored by the
 // per-file list; paths and files map one to one. Each problem wraps
 // ErrCorrupt; at most 10 are reported. It reads the whole file in one
-// read transaction.
+// read transaction, and also checks that the lookup filter, once built,
+// rules out no chunk of the tree; merges wait until it returns.
 func (db *DB) Check() error {
 	var errs []error
 	report := func(format string, args ...any) bool {
