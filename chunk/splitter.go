@@ -103,7 +103,9 @@ type Splitter struct {
 // NewSplitter returns a splitter over the first size bytes of r. regions
 // lists the byte ranges that hold data (DataRegions); bytes outside them are
 // holes, emitted as zero chunks without being read. nil regions means the
-// whole file is data; an empty non-nil slice means it is all hole.
+// whole file is data; an empty non-nil slice means it is all hole. The
+// splitter may keep regions and reads them until it is done: do not change
+// them meanwhile.
 func NewSplitter(r io.ReaderAt, size int64, regions []Region, p Params, opts ...SplitterOption) (*Splitter, error) {
 	if err := p.Validate(); err != nil {
 		return nil, fmt.Errorf("new splitter: %w", err)

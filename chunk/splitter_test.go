@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/restic/chunker"
@@ -538,4 +539,44 @@ func BenchmarkIsZero(b *testing.B) {
 			_ = IsZero(data)
 		}
 	})
+}
+
+// TestNormalizeRegions: regions already sorted, non-empty, apart and in
+// bounds (DataRegions') come back as they are, not copied; any other list
+// is copied into that form and the caller's is left alone.
+func TestNormalizeRegions(t *testing.T) {
+	const size = 1 << 20
+	tests := []struct {
+		name string
+		in   []Region
+		want []Region
+		same bool // returned without a copy
+	}{
+		{"normalized", []Region{{0, 10}, {20, 5}, {size - 1, 1}}, []Region{{0, 10}, {20, 5}, {size - 1, 1}}, true},
+		{"touching", []Region{{0, 10}, {10, 5}}, []Region{{0, 15}}, false},
+		{"unsorted", []Region{{20, 5}, {0, 10}}, []Region{{0, 10}, {20, 5}}, false},
+		{"empty region", []Region{{0, 10}, {15, 0}, {20, 5}}, []Region{{0, 10}, {20, 5}}, false},
+		{"overlapping", []Region{{0, 10}, {5, 10}}, []Region{{0, 15}}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := slices.Clone(tt.in)
+			got, err := normalizeRegions(in, size)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("got %v, want %v", got, tt.want)
+			}
+			if same := &got[0] == &in[0]; same != tt.same {
+				t.Fatalf("returned the input itself: %v, want %v", same, tt.same)
+			}
+			if !slices.Equal(in, tt.in) {
+				t.Fatalf("input changed to %v", in)
+			}
+		})
+	}
+	if _, err := normalizeRegions([]Region{{size - 1, 2}}, size); err == nil {
+		t.Fatal("a region past the end was accepted")
+	}
 }
