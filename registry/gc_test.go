@@ -469,10 +469,20 @@ func TestGC_ConcurrentPush(t *testing.T) {
 					deleted.Add(int64(rep.PacksDeleted))
 				}
 			})
-			time.Sleep(12 * time.Second)
+			// Run for 12 s, and on until gc has deleted packs while the
+			// pushes went on: on a loaded machine (CI runs packages in
+			// parallel) 12 s once saw 50 pushes and no gc get as far as
+			// deleting. The deadline only ends a run that never overlaps.
+			start := time.Now()
+			for time.Since(start) < 12*time.Second || deleted.Load() == 0 || pushes.Load() < 10 {
+				if time.Since(start) > 2*time.Minute {
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
 			close(stop)
 			wg.Wait()
-			t.Logf("%d pushes, %d ErrConcurrentGC, %d packs deleted", pushes.Load(), retries.Load(), deleted.Load())
+			t.Logf("%d pushes, %d ErrConcurrentGC, %d packs deleted in %v", pushes.Load(), retries.Load(), deleted.Load(), time.Since(start).Round(time.Second))
 			if pushes.Load() == 0 || deleted.Load() == 0 {
 				t.Fatal("the loops did not overlap: nothing pushed or nothing deleted")
 			}
