@@ -130,26 +130,26 @@ func (db *DB) buildFilter() error {
 // scan of the tree it would not use (a re-push of 1 GiB takes 0.4 s).
 const filterAfterMisses = 4096
 
-// ensureFilter builds the filter once lookups have missed in the tree
-// filterAfterMisses times, unless a merge is under way: that merge builds
-// it when it ends, and until then lookups descend the tree. Failure to
-// build leaves lookups exact, just slower.
-func (db *DB) ensureFilter() {
-	if db.treeMisses.Load() < filterAfterMisses {
-		return
-	}
-	db.filterWanted.Store(true)
+// filterWanted reports whether lookups have missed in the tree often
+// enough for the filter to pay.
+func (db *DB) filterWanted() bool { return db.treeMisses.Load() >= filterAfterMisses }
+
+// filterBuilt reports whether the filter is in place.
+func (db *DB) filterBuilt() bool {
 	db.mu.RLock()
-	built := db.filter != nil
-	db.mu.RUnlock()
-	if built || !db.mergeMu.TryLock() {
+	defer db.mu.RUnlock()
+	return db.filter != nil
+}
+
+// ensureFilter builds the filter once it is wanted, unless a merge is under
+// way: that merge builds it when it ends, and until then lookups descend
+// the tree. Failure to build leaves lookups exact, just slower.
+func (db *DB) ensureFilter() {
+	if !db.filterWanted() || db.filterBuilt() || !db.mergeMu.TryLock() {
 		return
 	}
 	defer db.mergeMu.Unlock()
-	db.mu.RLock()
-	built = db.filter != nil
-	db.mu.RUnlock()
-	if !built {
+	if !db.filterBuilt() { // built by a merge since the look above
 		_ = db.buildFilter()
 	}
 }

@@ -1,6 +1,7 @@
 package index
 
 import (
+	"encoding/binary"
 	"errors"
 	"math/rand/v2"
 	"path/filepath"
@@ -10,12 +11,9 @@ import (
 	"github.com/cocoonstack/epoch-dedup/chunk"
 )
 
+// randomID returns a chunk id as a chunk's would be: a BLAKE3 digest.
 func randomID(rng *rand.Rand) chunk.ID {
-	var id chunk.ID
-	for i := range id {
-		id[i] = byte(rng.UintN(256))
-	}
-	return id
+	return chunk.Sum(binary.LittleEndian.AppendUint64(nil, rng.Uint64()))
 }
 
 // TestTreeFilter fills filters of several sizes to their capacity: no id

@@ -163,10 +163,9 @@ type DB struct {
 	pending map[chunk.ID]Location
 	// filter, under mu, rules ids out of the chunk tree (see treeFilter);
 	// nil until lookups have missed in the tree often enough (treeMisses,
-	// filterWanted) and no merge runs.
-	filter       *treeFilter
-	filterWanted atomic.Bool
-	treeMisses   atomic.Int64
+	// see filterWanted) and no merge runs.
+	filter     *treeFilter
+	treeMisses atomic.Int64
 	// merged counts the merges that moved entries out of pending, bumped
 	// under mu as they go. A lookup that misses in a read transaction
 	// opened before such a move, and then in pending after it, missed an

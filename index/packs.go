@@ -360,7 +360,7 @@ func (db *DB) merge() (err error) {
 	rest := make(map[chunk.ID]Location, len(db.pending))
 	maps.Copy(rest, db.pending)
 	db.pending = rest
-	rebuild := db.filterWanted.Load() && (db.filter == nil || db.filter.full())
+	rebuild := db.filterWanted() && (db.filter == nil || db.filter.full())
 	db.mu.Unlock()
 	if rebuild {
 		_ = db.buildFilter() // failure leaves lookups exact, just slower
