@@ -129,12 +129,18 @@ func (db *DB) LookupManyAccept(ids []chunk.ID, accept func(pack chunk.ID) bool, 
 	db.ensureFilter()
 	err := db.sliced(len(ids), func(tx *bolt.Tx, lo, hi int, moved func() bool) (int, error) {
 		c, nos := tx.Bucket(bucketChunks).Cursor(), tx.Bucket(bucketPackNos).Cursor()
+		recent := newRecentPacks(tx)
 		for i := lo; i < hi; i++ {
 			id := ids[i]
+			if loc, ok := recent.find(&id, accept); ok {
+				fn(i, loc, true)
+				continue
+			}
 			db.mu.RLock()
 			loc, ok, absent := db.pendingOrAbsent(&id)
 			db.mu.RUnlock()
 			if ok && accept(loc.Pack) {
+				recent.foundElsewhere(loc.Pack)
 				fn(i, loc, true)
 				continue
 			}
@@ -159,6 +165,9 @@ func (db *DB) LookupManyAccept(ids []chunk.ID, accept func(pack chunk.ID) bool, 
 			}
 			if !inTree {
 				db.treeMisses.Add(1)
+			}
+			if ok {
+				recent.foundElsewhere(loc.Pack)
 			}
 			fn(i, loc, ok)
 		}

@@ -771,16 +771,26 @@ func BenchmarkDB_Lookup(b *testing.B) {
 			i += 7919
 		}
 	})
-	b.Run("LookupMany", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			found := 0
-			if err := db.LookupMany(ids, func(int, index.Location, bool) { found++ }); err != nil {
-				b.Fatal(err)
+	// In pack order, as a re-push of unchanged memory or a pull meets the
+	// chunks (answered from the tables of the packs last found), and
+	// shuffled (every id a descent of the chunk tree).
+	shuffled := slices.Clone(ids)
+	rand.New(rand.NewPCG(5, 5)).Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+	for _, order := range []struct {
+		name string
+		ids  []chunk.ID
+	}{{"LookupMany", ids}, {"LookupMany/shuffled", shuffled}} {
+		b.Run(order.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				found := 0
+				if err := db.LookupMany(order.ids, func(int, index.Location, bool) { found++ }); err != nil {
+					b.Fatal(err)
+				}
 			}
-		}
-		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(ids)), "ns/id")
-	})
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(order.ids)), "ns/id")
+		})
+	}
 }
 
 // TestDB_LookupMany_Orders checks LookupMany against Lookup for ids in
@@ -1152,4 +1162,91 @@ func TestDB_LookupFilter(t *testing.T) {
 	lookAll(10)
 	db = db.MustReopen()
 	lookAll(11)
+}
+
+// TestDB_LookupRecentPacks looks chunks up in the order their packs hold
+// them, the order a re-push or a pull meets them, stepping out to packs
+// that share some chunks and back (the lookups answer from the tables of
+// the packs last found, see recentPacks): every answer is a location the
+// chunk really has, a pack accept rejects is never answered even while
+// its table is the most recent, and a removed pack is forgotten by the
+// next lookup.
+func TestDB_LookupRecentPacks(t *testing.T) {
+	for _, merged := range []bool{false, true} {
+		t.Run(map[bool]string{false: "pending", true: "merged"}[merged], func(t *testing.T) {
+			db := indextest.MustOpen(t, filepath.Join(t.TempDir(), "index.db"), &index.Options{MergeThreshold: 1 << 20, NoSync: true})
+			rng := rand.New(rand.NewPCG(3, 4))
+			base := randPack(rng, 600)
+			// Six packs, more than a lookup keeps at hand, each holding a
+			// copy of some of base's chunks and chunks of its own.
+			var others []index.PackRecord
+			for k := range 6 {
+				p := randPack(rng, 40)
+				for i := range 10 {
+					p.Entries[i].ID = base.Entries[k*100+i*7].ID
+				}
+				others = append(others, p)
+			}
+			addPack(t, db, base)
+			for _, p := range others {
+				addPack(t, db, p)
+			}
+			if merged {
+				if err := db.Merge(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			where := map[chunk.ID][]index.Location{}
+			for _, p := range append([]index.PackRecord{base}, others...) {
+				for _, e := range p.Entries {
+					where[e.ID] = append(where[e.ID], index.Location{Pack: p.Pack, BlockOffset: e.BlockOffset, BlockLength: e.BlockLength, Offset: e.Offset, Length: e.Length})
+				}
+			}
+			// base's chunks in order, every 50th followed by a run of
+			// another pack's own chunks.
+			var ids []chunk.ID
+			for i, e := range base.Entries {
+				ids = append(ids, e.ID)
+				if i%50 == 49 {
+					for _, o := range others[(i/50)%len(others)].Entries[10:15] {
+						ids = append(ids, o.ID)
+					}
+				}
+			}
+			check := func(what string, reject chunk.ID) func(int, index.Location, bool) {
+				return func(i int, loc index.Location, ok bool) {
+					t.Helper()
+					if !ok {
+						if slices.ContainsFunc(where[ids[i]], func(l index.Location) bool { return l.Pack != reject }) {
+							t.Fatalf("%s: id %d not found", what, i)
+						}
+						return
+					}
+					if loc.Pack == reject || !slices.Contains(where[ids[i]], loc) {
+						t.Fatalf("%s: id %d at %+v, want one of %+v (not in pack %s)", what, i, loc, where[ids[i]], reject)
+					}
+				}
+			}
+			if err := db.LookupMany(ids, check("LookupMany", chunk.ID{})); err != nil {
+				t.Fatal(err)
+			}
+			// Pending, a chunk keeps one location: LookupManyAccept sees
+			// them all once merged (its contract).
+			if err := db.Merge(); err != nil {
+				t.Fatal(err)
+			}
+			for _, reject := range []chunk.ID{base.Pack, others[0].Pack} {
+				if err := db.LookupManyAccept(ids, func(p chunk.ID) bool { return p != reject }, check("LookupManyAccept", reject)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := db.RemovePack(base.Pack); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.LookupMany(ids, check("LookupMany after RemovePack", base.Pack)); err != nil {
+				t.Fatal(err)
+			}
+			db.MustCheck()
+		})
+	}
 }

@@ -620,7 +620,12 @@ func (db *DB) LookupMany(ids []chunk.ID, fn func(i int, loc Location, ok bool)) 
 	db.ensureFilter()
 	err := db.sliced(len(ids), func(tx *bolt.Tx, lo, hi int, moved func() bool) (int, error) {
 		c, nos := tx.Bucket(bucketChunks).Cursor(), tx.Bucket(bucketPackNos).Cursor()
+		recent := newRecentPacks(tx)
 		for i := lo; i < hi; i++ {
+			if loc, ok := recent.find(&ids[i], nil); ok {
+				fn(i, loc, true)
+				continue
+			}
 			db.mu.RLock()
 			loc, ok, absent := db.pendingOrAbsent(&ids[i])
 			db.mu.RUnlock()
@@ -632,6 +637,9 @@ func (db *DB) LookupMany(ids []chunk.ID, fn func(i int, loc Location, ok bool)) 
 					}
 					db.treeMisses.Add(1)
 				}
+			}
+			if ok { // pending or in the tree
+				recent.foundElsewhere(loc.Pack)
 			}
 			fn(i, loc, ok)
 		}
