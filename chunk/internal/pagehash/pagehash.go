@@ -20,6 +20,25 @@ var iv = [8]uint32{
 	0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
 }
 
+// The implementations of Sum4.
+const (
+	kernelGeneric = iota // blake3.Sum256 of each page
+	kernelAVX2           // sum4: two hashF and two hashP calls
+	kernelAVX512         // hash4AVX512: one call
+)
+
+// kernel is the implementation Sum4 uses, the fastest the CPU supports.
+// Tests set it to each supported one in turn.
+var kernel = func() int {
+	switch {
+	case hasAVX512:
+		return kernelAVX512
+	case hasAVX2:
+		return kernelAVX2
+	}
+	return kernelGeneric
+}()
+
 // Sum4 sets out[i] to the BLAKE3-256 of pages[i], each exactly Size bytes
 // long; it panics on another length.
 func Sum4(pages *[4][]byte, out *[4][32]byte) {
@@ -28,13 +47,17 @@ func Sum4(pages *[4][]byte, out *[4][32]byte) {
 			panic("pagehash: page is not 4096 bytes")
 		}
 	}
-	if !hasAVX2 {
+	switch kernel {
+	case kernelAVX512:
+		hash4AVX512((*[Size]byte)(pages[0]), (*[Size]byte)(pages[1]),
+			(*[Size]byte)(pages[2]), (*[Size]byte)(pages[3]), out)
+	case kernelAVX2:
+		sum4(pages, out)
+	default:
 		for i := range pages {
 			out[i] = blake3.Sum256(pages[i])
 		}
-		return
 	}
-	sum4(pages, out)
 }
 
 // sum4 hashes pages with the lane-sharing kernels. Chaining values are
