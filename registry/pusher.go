@@ -257,11 +257,14 @@ func (p *pusher) addFile(path, verified string) (*fileResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("push %s: %w", path, err)
 	}
+	defer func() { _ = sp.Close() }()
 
 	fh := newFileHash(f, regions)
 	fh.verified = verified
 	recipe := &manifest.Recipe{Extents: make([]manifest.Extent, 0, params.ExtentsHint(regions))}
-	err = p.split(sp, recipe, fh)
+	// split copies the chunks out of the splitter's window, which may be
+	// the file's mapping: a file truncated meanwhile is an error, not a crash.
+	err = chunk.Guard(func() error { return p.split(sp, recipe, fh) })
 	<-fh.eof
 	if fh.started {
 		<-fh.done

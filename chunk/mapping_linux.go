@@ -1,0 +1,58 @@
+package chunk
+
+import (
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// mapper maps the splitter's windows of an *os.File instead of reading
+// them: a read copies every byte from the page cache into the window
+// through a system call, and on the 2-core VM that copy was the largest
+// system time of a push (a re-push of 1 GiB: 0.16-0.24 s of system time
+// with reads, 0.04-0.12 s mapped; wall 0.40-0.44 s against 0.32-0.37 s,
+// two alternating pairs). Only windows that lie entirely in one data
+// region are mapped: a hole read through a mapping would fill the page
+// cache with zero pages, so windows with holes are still read.
+type mapper struct {
+	f   *os.File
+	cur []byte // the mapping of the current window, nil if none
+}
+
+func newMapper(r any) *mapper {
+	f, ok := r.(*os.File)
+	if !ok {
+		return nil
+	}
+	return &mapper{f: f}
+}
+
+// window maps [off, off+n) of the file, unmapping the previous window. It
+// reports false when the file cannot be mapped; the caller reads instead.
+func (m *mapper) window(off int64, n int) ([]byte, bool) {
+	m.release()
+	base := off &^ (PageSize - 1)
+	raw, err := m.f.SyscallConn()
+	if err != nil {
+		return nil, false
+	}
+	var b []byte
+	ctlErr := raw.Control(func(fd uintptr) {
+		// MAP_POPULATE maps the window's pages in one call instead of a
+		// fault per 16 pages.
+		b, err = unix.Mmap(int(fd), base, int(off-base)+n, unix.PROT_READ, unix.MAP_SHARED|unix.MAP_POPULATE)
+	})
+	if ctlErr != nil || err != nil {
+		return nil, false
+	}
+	m.cur = b
+	return b[off-base:], true
+}
+
+// release unmaps the current window.
+func (m *mapper) release() {
+	if m != nil && m.cur != nil {
+		_ = unix.Munmap(m.cur)
+		m.cur = nil
+	}
+}

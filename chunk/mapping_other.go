@@ -1,0 +1,12 @@
+//go:build !linux
+
+package chunk
+
+// mapper is Linux-only; elsewhere the splitter reads its windows.
+type mapper struct{}
+
+func newMapper(any) *mapper { return nil }
+
+func (*mapper) window(int64, int) ([]byte, bool) { return nil, false }
+
+func (*mapper) release() {}
