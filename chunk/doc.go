@@ -6,10 +6,19 @@
 // hashed or stored, and hashes the other chunks of each read window in
 // parallel. Chunks cover the file exactly, in order.
 //
+// A Splitter over an *os.File maps each window that lies in one data
+// region (Linux) instead of reading it: the read's copy from the page
+// cache was the largest system time of a push. Windows with holes are
+// still read (a hole read through a mapping fills the page cache with
+// zeros). A file truncated while it is split would fault on the mapping;
+// the splitter's reads run under Guard, which turns that into ErrShrank,
+// and a caller that reads Chunk.Data does the same.
+//
 // Summer hashes many chunks, 4 KiB pages four at a time in shared SIMD
 // lanes (package chunk/internal/pagehash): one page fills only half of
-// BLAKE3's eight AVX2 lanes. Everything that hashes chunks in bulk uses
-// it: the splitter, pack extraction and the puller's local copies.
+// BLAKE3's eight AVX2 lanes; with AVX-512 four pages fill sixteen.
+// Everything that hashes chunks in bulk uses it: the splitter, pack
+// extraction and the puller's local copies.
 //
 // # Choosing parameters
 //
@@ -68,11 +77,18 @@
 //	BenchmarkSummer_4K (four pages a call)  ~3.4 GB/s when Sum_4K ran 1.4 (2.4x)
 //	BenchmarkIsZero, zero page              ~8-58 GB/s; a random page exits in ~2 ns
 //
+// Later, on a 2-core Intel Xeon VM with AVX-512 (Sapphire Rapids-like):
+// BenchmarkSum4 (package pagehash) 4.8-5.0 GB/s with AVX-512 against
+// 2.9 GB/s with AVX2 and 1.3 GB/s with blake3.Sum256. Read through a
+// mapping, from memory, a zero page scans at ~4 GB/s (0.14 s of CPU for
+// the 512 MiB of zero pages of a 1 GiB re-push), against 53 GB/s from
+// cache: the splitter spreads that scan over its workers.
+//
 // # Caveats
 //
 // Fixed chunk boundaries are offsets: an insertion shifts every later page
 // out of alignment (images never insert). Chunk.Data is valid only until
-// the next Next or NextBatch call. DataRegions falls back to one region
+// the next Next, NextBatch or Close call, and may be the file's mapping. DataRegions falls back to one region
 // where SEEK_DATA is unsupported; bytes it calls holes are trusted to read
 // as zero.
 package chunk

@@ -117,6 +117,19 @@
 // peak 106-107 -> 30-37 MiB, peak RSS 325 -> 217-227 MiB, in the same time
 // (22.2 and 25.0 s against 22.6 and 25.6 s).
 //
+// LookupMany and LookupManyAccept answer from the tables of the last packs
+// they found ids in (four, read from the same transaction) before asking
+// the pending entries and the tree: chunks are mostly looked up in the
+// order they were packed (a push of memory written again to a new file,
+// the unchanged pages of a new revision, a pull), and a binary search of
+// a table costs a fraction of a descent of the tree. A table is read only
+// once two ids in a row were found in its pack, and the tables are dropped
+// after four ids in a row none of them held, so lookups in no order pay
+// little (BenchmarkDB_Lookup, 32 packs of 4096 chunks, 2-core VM:
+// LookupMany in pack order 660 -> 204 ns per id, shuffled 654 -> 760-780
+// ns; the re-push of a 1 GiB memory file spent 0.22 s of CPU in lookups,
+// 0.03-0.06 s after).
+//
 // # Caveats
 //
 // A merge interrupted between its transactions leaves some entries of a
