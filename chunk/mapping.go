@@ -29,6 +29,35 @@ func Guard(fn func() error) (err error) {
 	return fn()
 }
 
+// Window is a file mapping handed over by Splitter.DetachWindow: the Data
+// of the chunks of the batch it was detached after stays valid until
+// Release.
+type Window struct {
+	Offset  int64  // file offset of Data[0]
+	Data    []byte // the file's bytes [Offset, Offset+len(Data))
+	mapping []byte
+}
+
+// DetachWindow hands over the mapping that the chunks of the batch
+// NextBatch just returned lie in, so that their Data stays valid until
+// the window's Release rather than until the next call (a caller pipelining
+// batches needs no copy of them); the splitter maps its next window anew.
+// It returns nil when there is no such mapping (the window was read, not
+// mapped, or the splitter is CDC, whose chunks are copies): then Data is
+// valid until the next call, as always.
+func (s *Splitter) DetachWindow() *Window {
+	if s.p.Method != Fixed {
+		return nil
+	}
+	m := s.mapper.detach()
+	if m == nil {
+		return nil
+	}
+	w := &Window{Offset: s.winOff, Data: s.win[:s.winLen], mapping: m}
+	s.win, s.winLen = nil, 0
+	return w
+}
+
 // guardAll runs the functions on goroutines of their own, each guarded,
 // and returns the first error.
 func guardAll(fns []func()) error {

@@ -49,6 +49,25 @@ func (m *mapper) window(off int64, n int) ([]byte, bool) {
 	return b[off-base:], true
 }
 
+// detach hands the current window's mapping over to the caller.
+func (m *mapper) detach() []byte {
+	if m == nil {
+		return nil
+	}
+	b := m.cur
+	m.cur = nil
+	return b
+}
+
+// Release unmaps the window: its Data, and the Data of its chunks, are
+// invalid afterwards. Releasing a nil Window, or twice, does nothing.
+func (w *Window) Release() {
+	if w != nil && w.mapping != nil {
+		_ = unix.Munmap(w.mapping)
+		w.mapping, w.Data = nil, nil
+	}
+}
+
 // release unmaps the current window.
 func (m *mapper) release() {
 	if m != nil && m.cur != nil {

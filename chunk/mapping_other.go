@@ -10,3 +10,8 @@ func newMapper(any) *mapper { return nil }
 func (*mapper) window(int64, int) ([]byte, bool) { return nil, false }
 
 func (*mapper) release() {}
+
+func (*mapper) detach() []byte { return nil }
+
+// Release does nothing: there are no mappings here.
+func (*Window) Release() {}

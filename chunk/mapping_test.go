@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -111,5 +112,73 @@ func TestSplitter_FileShrinks(t *testing.T) {
 	}
 	if err2 := Guard(func() error { return errors.New("plain") }); err2 == nil || errors.Is(err2, ErrShrank) {
 		t.Fatalf("Guard passes fn's error through: %v", err2)
+	}
+}
+
+// TestSplitter_DetachWindow keeps the windows of a dense file past the
+// calls that follow them: the chunks of every batch stay valid, and lie in
+// their window's Data at their offset, until the window is released.
+func TestSplitter_DetachWindow(t *testing.T) {
+	data := makeImage(13, 10<<20+3*PageSize, 0.4)
+	f := writeImage(t, data, false)
+	s, err := NewSplitter(f, int64(len(data)), nil, FixedPage(), WithReadSize(1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	type kept struct {
+		w  *Window
+		cs []Chunk
+	}
+	var all []kept
+	for {
+		cs, err := s.NextBatch()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := s.DetachWindow()
+		if w == nil {
+			if s.mapper != nil {
+				t.Fatal("a window of a dense file was not mapped")
+			}
+			return // no mappings here
+		}
+		all = append(all, kept{w, slices.Clone(cs)})
+	}
+	var off int64
+	for _, k := range all {
+		for _, c := range k.cs {
+			if c.Offset != off {
+				t.Fatalf("chunk at %d, want %d", c.Offset, off)
+			}
+			off += int64(c.Length)
+			if c.Zero {
+				continue
+			}
+			in := k.w.Data[c.Offset-k.w.Offset:][:c.Length]
+			if !bytes.Equal(c.Data, data[c.Offset:c.Offset+int64(c.Length)]) || !bytes.Equal(in, c.Data) || Sum(in) != c.ID {
+				t.Fatalf("chunk at %d: data or id wrong after later batches", c.Offset)
+			}
+		}
+		k.w.Release()
+		k.w.Release() // twice is harmless
+	}
+	if off != int64(len(data)) {
+		t.Fatalf("chunks cover %d bytes, want %d", off, len(data))
+	}
+	(*Window)(nil).Release()
+	cdc, err := NewSplitter(f, int64(len(data)), nil, SmallCDC(testPol))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cdc.Close() }()
+	if _, err := cdc.NextBatch(); err != nil {
+		t.Fatal(err)
+	}
+	if cdc.DetachWindow() != nil {
+		t.Fatal("a CDC splitter detached a window (its chunks are copies)")
 	}
 }

@@ -58,7 +58,9 @@ type item struct {
 }
 
 type batch struct {
-	buf   []byte
+	buf   []byte // the items' bytes when copied (windows that were read)
+	data  []byte // where the items' bytes are: buf, or win's mapping
+	win   *chunk.Window
 	items []item
 	refs  sync.WaitGroup
 	file  *fileHash
@@ -117,7 +119,7 @@ func (r *Registry) newPusher(ctx context.Context, progress Progress) *pusher {
 		started:  time.Now(),
 	}
 	for range freeBatches {
-		p.free <- &batch{buf: make([]byte, 0, batchBytes+256<<10)}
+		p.free <- &batch{} // buf is made on first use: a mapped file needs none
 	}
 	go p.classifyLoop()
 	go p.packLoop()
@@ -196,7 +198,7 @@ func (fh *fileHash) start(from int64) {
 		}
 		for b := range fh.ch {
 			if fh.err == nil {
-				hashBatch(fh.h, b)
+				fh.err = chunk.Guard(func() error { hashBatch(fh.h, b); return nil })
 			}
 			b.refs.Done()
 		}
@@ -343,7 +345,7 @@ func hashBatch(h hash.Hash, b *batch) {
 		if it.zero {
 			writeZeros(h, it.length)
 		} else {
-			h.Write(b.buf[it.start : it.start+int(it.length)])
+			h.Write(b.data[it.start : it.start+int(it.length)])
 		}
 	}
 }
@@ -360,58 +362,104 @@ func writeZeros(h hash.Hash, n int64) {
 // split runs the splitter, filling batches for the classifier, and ends
 // the file with an eof batch. On error the eof batch is still sent, so the
 // file's hasher always ends.
+//
+// A window the splitter mapped becomes one batch that holds the mapping
+// until the batch is reused (no copy: a re-push of content the store holds
+// never needs the bytes again once hashed); the chunks of windows that
+// were read are copied into batches of batchBytes.
 func (p *pusher) split(sp *chunk.Splitter, recipe *manifest.Recipe, fh *fileHash) error {
 	var b *batch
 	var offset int64
-	send := func(b *batch) {
-		b.file = fh
-		p.toClassify <- b
-	}
-	flush := func() {
+	send := func() {
 		if b != nil && len(b.items) > 0 {
-			send(b)
+			if b.win == nil {
+				b.data = b.buf
+			}
+			b.file = fh
+			p.toClassify <- b
 			b = nil
 		}
+	}
+	take := func() error {
+		select {
+		case b = <-p.free:
+		case <-p.ctx.Done():
+			return context.Cause(p.ctx)
+		}
+		b.reset(offset)
+		return nil
 	}
 	defer func() {
 		if b != nil {
 			p.free <- b
 		}
-		send(&batch{eof: true})
+		p.toClassify <- &batch{eof: true, file: fh}
 	}()
 	for {
-		c, err := sp.Next()
+		cs, err := sp.NextBatch()
 		if errors.Is(err, io.EOF) {
-			flush()
+			send()
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		if c.Zero {
-			recipe.AppendZero(uint64(c.Length))
-		} else {
-			recipe.AppendData(c.ID, uint32(c.Length))
-		}
-		if b == nil {
-			select {
-			case b = <-p.free:
-			case <-p.ctx.Done():
-				return context.Cause(p.ctx)
+		if w := sp.DetachWindow(); w != nil {
+			send()
+			if err := take(); err != nil {
+				w.Release()
+				return err
 			}
-			b.refs.Wait() // the previous users of this batch are done
-			b.buf, b.items, b.offset = b.buf[:0], b.items[:0], offset
+			b.win, b.data = w, w.Data
+			for _, c := range cs {
+				p.appendChunk(recipe, b, c, &offset)
+			}
+			send()
+			continue
 		}
-		it := item{zero: c.Zero, length: int64(c.Length), id: c.ID, start: len(b.buf)}
-		if !c.Zero {
-			b.buf = append(b.buf, c.Data...)
-		}
-		b.items = append(b.items, it)
-		offset += int64(c.Length)
-		if len(b.buf) >= batchBytes || len(b.items) >= batchChunks {
-			flush()
+		for _, c := range cs {
+			if b == nil {
+				if err := take(); err != nil {
+					return err
+				}
+				if b.buf == nil {
+					b.buf = make([]byte, 0, batchBytes+256<<10)
+				}
+			}
+			p.appendChunk(recipe, b, c, &offset)
+			if len(b.buf) >= batchBytes || len(b.items) >= batchChunks {
+				send()
+			}
 		}
 	}
+}
+
+// appendChunk records c in the recipe and adds it to b: as a slice of
+// b's window when b holds one, else copied into b.buf.
+func (p *pusher) appendChunk(recipe *manifest.Recipe, b *batch, c chunk.Chunk, offset *int64) {
+	it := item{zero: c.Zero, length: int64(c.Length), id: c.ID}
+	switch {
+	case c.Zero:
+		recipe.AppendZero(uint64(c.Length))
+	case b.win != nil:
+		recipe.AppendData(c.ID, uint32(c.Length))
+		it.start = int(c.Offset - b.win.Offset)
+	default:
+		recipe.AppendData(c.ID, uint32(c.Length))
+		it.start = len(b.buf)
+		b.buf = append(b.buf, c.Data...)
+	}
+	b.items = append(b.items, it)
+	*offset += int64(c.Length)
+}
+
+// reset readies b for reuse once its previous users are done, releasing
+// the window it held.
+func (b *batch) reset(offset int64) {
+	b.refs.Wait()
+	b.win.Release()
+	b.win = nil
+	b.buf, b.data, b.items, b.offset = b.buf[:0], nil, b.items[:0], offset
 }
 
 // classifyLoop classifies each batch and hands it to its file's hasher
@@ -503,24 +551,14 @@ func (p *pusher) packLoop() {
 	defer close(p.packDone)
 	var sp *packSpool
 	for b := range p.toPack {
-		for _, it := range b.items {
-			if !it.isNew || p.ctx.Err() != nil {
-				continue
-			}
-			if sp == nil {
-				var err error
-				if sp, err = p.r.newPackSpool(); err != nil {
-					p.fail(fmt.Errorf("new pack: %w", err))
-					continue
+		if p.ctx.Err() == nil {
+			// The bytes may be the file's mapping (see split).
+			if err := chunk.Guard(func() error { return p.packBatch(&sp, b) }); err != nil {
+				p.fail(err)
+				if sp != nil {
+					sp.close() // it may hold part of a chunk: never upload it
+					sp = nil
 				}
-			}
-			if err := sp.w.Add(it.id, b.buf[it.start:it.start+int(it.length)]); err != nil {
-				p.fail(fmt.Errorf("pack chunk %s: %w", it.id, err))
-				continue
-			}
-			if sp.w.Size() >= p.r.opts.packSize {
-				p.upload(sp)
-				sp = nil
 			}
 		}
 		b.refs.Done()
@@ -530,6 +568,31 @@ func (p *pusher) packLoop() {
 	if sp != nil {
 		p.upload(sp)
 	}
+}
+
+// packBatch adds b's new chunks to *sp, starting a pack when there is
+// none and uploading each full one.
+func (p *pusher) packBatch(sp **packSpool, b *batch) error {
+	for _, it := range b.items {
+		if !it.isNew {
+			continue
+		}
+		if *sp == nil {
+			s, err := p.r.newPackSpool()
+			if err != nil {
+				return fmt.Errorf("new pack: %w", err)
+			}
+			*sp = s
+		}
+		if err := (*sp).w.Add(it.id, b.data[it.start:it.start+int(it.length)]); err != nil {
+			return fmt.Errorf("pack chunk %s: %w", it.id, err)
+		}
+		if (*sp).w.Size() >= p.r.opts.packSize {
+			p.upload(*sp)
+			*sp = nil
+		}
+	}
+	return nil
 }
 
 // upload finishes a pack and writes it to the store in the background,
@@ -607,6 +670,12 @@ func (p *pusher) finish() error {
 	<-p.classified
 	close(p.toPack)
 	<-p.packDone
+	// Every batch is back in the free list: release the windows they hold.
+	for range len(p.free) {
+		b := <-p.free
+		b.reset(0)
+		p.free <- b
+	}
 	p.uploads.Wait()
 	if err := p.failed(); err != nil {
 		return err
