@@ -458,7 +458,13 @@ func syncDir(dir string) error {
 // and one resumed run, which keeps every chunk already written. A second
 // not-found is an error: the store itself lacks the chunk.
 func (r *Registry) fetch(ctx context.Context, build func() ([]puller.File, error), progress Progress, start time.Time) (_ puller.Stats, err error) {
-	eng := puller.New(r.idx, r.packReader(), &puller.Options{Concurrency: r.opts.concurrency})
+	// A pull copies from the files earlier pulls recorded: wait for their
+	// records, which run off the critical path of the pulls that made them.
+	r.records.Wait()
+	eng := puller.New(r.idx, r.packReader(), &puller.Options{
+		Concurrency: r.opts.concurrency,
+		Defer:       func(record func()) { r.records.Go(record) },
+	})
 	files, err := build()
 	if err != nil {
 		return puller.Stats{}, err

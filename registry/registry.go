@@ -149,6 +149,7 @@ type Registry struct {
 	gcMu     sync.Mutex
 	gcRecs   map[string]*gcRecord // plans and tombstones read, by key (immutable objects)
 	bg       sync.WaitGroup       // background removals of replaced files
+	records  backlog              // chunk records of pulled files, run off the pulls' critical path (fetch)
 	spoolDir string               // where pushes spool packs: the index's folder
 	// directSpools: the store takes pack spools as they are, so their
 	// bytes skip the page cache.
@@ -214,6 +215,7 @@ func (r *Registry) Store() *objectstore.Client { return r.store }
 // Close releases the node-local index. The registry must not be used after.
 func (r *Registry) Close() error {
 	r.bg.Wait()
+	r.records.Wait()
 	r.initMu.Lock()
 	defer r.initMu.Unlock()
 	if r.idx == nil {
