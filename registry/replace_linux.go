@@ -26,4 +26,3 @@ func (r *Registry) replaceFile(tmp, dest string) error {
 		return err
 	}
 }
-
