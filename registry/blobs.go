@@ -261,7 +261,16 @@ func (r *Registry) PullBlobStats(ctx context.Context, digest, destPath string, p
 		return TransferStats{}, fmt.Errorf("pull blob %s: %w", digest, err)
 	}
 	tmp := tempName(destPath)
-	defer func() { _ = os.Remove(tmp) }()
+	installed := false
+	defer func() {
+		// Once installed, tmp names the file destPath held before (an
+		// exchange), which replaceFile removes in the background: freeing
+		// it here took 2.5-3 s for 512 MiB on this VM's discard-mounted
+		// ext4, longer than the pull.
+		if !installed {
+			_ = os.Remove(tmp)
+		}
+	}()
 	var st TransferStats
 	if legacy {
 		if err := r.pullLegacy(ctx, digest, size, tmp); err != nil {
@@ -276,6 +285,7 @@ func (r *Registry) PullBlobStats(ctx context.Context, digest, destPath string, p
 	if err := r.replaceFile(tmp, destPath); err != nil {
 		return st, fmt.Errorf("pull blob %s: %w", digest, err)
 	}
+	installed = true
 	if err := syncDir(filepath.Dir(destPath)); err != nil {
 		return st, fmt.Errorf("pull blob %s: %w", digest, err)
 	}

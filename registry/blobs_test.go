@@ -393,3 +393,55 @@ func TestPullBlob_ColdNodeStagesIndex(t *testing.T) {
 		})
 	}
 }
+
+// TestPullBlob_Replaces pulls one blob over another at the same path, as a
+// node moves to a new revision: the path holds the new content, and once
+// the registry is closed (the previous file is removed in the background)
+// nothing else is left in the folder.
+func TestPullBlob_Replaces(t *testing.T) {
+	ctx := context.Background()
+	store := objectstoretest.Stores(t)["local"]
+	src := t.TempDir()
+	var digests [2]string
+	for i := range digests {
+		path := filepath.Join(src, fmt.Sprintf("v%d", i), "memory-ranges")
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeImage(t, path, 200, uint64(10+i))
+		d, _, err := newRegistry(t, store).PushBlob(ctx, path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		digests[i] = d
+	}
+	dir := t.TempDir()
+	dest := filepath.Join(dir, "memory-ranges")
+	node := registry.New(store, registry.WithCacheDir(t.TempDir()))
+	for _, d := range []string{digests[0], digests[1], digests[0]} {
+		if err := node.PullBlob(ctx, d, dest); err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(dest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != d {
+			t.Fatalf("%s holds sha256 %x, want %s", dest, sum, d)
+		}
+	}
+	if err := node.Close(); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 || entries[0].Name() != "memory-ranges" {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Fatalf("folder holds %v, want only memory-ranges", names)
+	}
+}
