@@ -123,12 +123,13 @@
 // order they were packed (a push of memory written again to a new file,
 // the unchanged pages of a new revision, a pull), and a binary search of
 // a table costs a fraction of a descent of the tree. A table is read only
-// once two ids in a row were found in its pack, and the tables are dropped
-// after four ids in a row none of them held, so lookups in no order pay
-// little (BenchmarkDB_Lookup, 32 packs of 4096 chunks, 2-core VM:
-// LookupMany in pack order 660 -> 204 ns per id, shuffled 654 -> 760-780
-// ns; the re-push of a 1 GiB memory file spent 0.22 s of CPU in lookups,
-// 0.03-0.06 s after).
+// once three ids in a row were found in its pack, and the tables are
+// dropped after four ids in a row none of them held, so lookups in no
+// order (a pull asks for its unique chunks sorted by id) read few tables
+// and map few of their pages (BenchmarkDB_Lookup, 32 packs of 4096 chunks,
+// 2-core VM: LookupMany in pack order 660 -> 196-204 ns per id, shuffled
+// 654 -> 729 ns; the re-push of a 1 GiB memory file spent 0.22 s of CPU in
+// lookups, 0.03-0.06 s after).
 //
 // # Caveats
 //

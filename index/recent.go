@@ -29,17 +29,25 @@ const recentSlots = 4
 // staged, for as long as its table is there), so an answer from a table is
 // an answer the tree would give, or one it will give once merged.
 //
-// Lookups in no particular order (chunks of many packs, shuffled) must not
-// pay for tables they never use: a pack's table is read only when two ids
-// in a row were found in it elsewhere, and the tables are dropped after a
-// run of ids none of them held.
+// Lookups in no particular order (chunks of many packs, shuffled, or sorted
+// by id as a pull asks for its unique chunks) must not pay for tables they
+// never use: a pack's table is read only when recentAfter ids in a row were
+// found in it elsewhere, and the tables are dropped after a run of ids none
+// of them held. With two in a row, a cold pull of a 4 GiB memory file
+// (ids sorted, about 130 packs) read a table every few hundred ids and
+// kept 30 MiB more of the index mapped (peak RSS 170 -> 200 MiB).
 type recentPacks struct {
 	packs  *bolt.Bucket
 	n      int
 	slot   [recentSlots]recentPack
 	prev   chunk.ID // the pack the last id missing from the tables was found in
+	run    int      // ids in a row found in prev
 	misses int      // ids in a row the tables did not hold
 }
+
+// recentAfter is how many ids in a row found in one pack outside the
+// tables make its table read.
+const recentAfter = 3
 
 // recentDropAfter is the run of ids missing from the tables after which
 // they are dropped.
@@ -77,10 +85,13 @@ func (r *recentPacks) foundElsewhere(pack chunk.ID) {
 	if r.misses++; r.misses >= recentDropAfter {
 		r.n, r.misses = 0, 0
 	}
-	if pack == r.prev {
-		r.add(pack)
+	if pack != r.prev {
+		r.prev, r.run = pack, 0
 	}
-	r.prev = pack
+	if r.run++; r.run >= recentAfter {
+		r.add(pack)
+		r.run = 0
+	}
 }
 
 // add makes pack's table the most recent one, reading it if it is not at
