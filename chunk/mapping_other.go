@@ -7,7 +7,7 @@ type mapper struct{}
 
 func newMapper(any) *mapper { return nil }
 
-func (*mapper) window(int64, int) ([]byte, bool) { return nil, false }
+func (*mapper) window(int64, int, bool) ([]byte, bool) { return nil, false }
 
 func (*mapper) release() {}
 

@@ -86,7 +86,9 @@ type Splitter struct {
 	win    []byte // window: file bytes [winOff, winOff+winLen)
 	winOff int64
 	winLen int
-	zeros  []bool // Fixed: whether each unit of the window is all zero
+	// winHoles: win is a mapping with holes, whose pages must not be read
+	winHoles bool
+	zeros    []bool // Fixed: whether each unit of the window is all zero
 
 	pos   int64 // next file offset not yet in a batch (outside CDC segments)
 	batch []Chunk
@@ -405,10 +407,17 @@ const readThroughHole = 64 << 10
 func (s *Splitter) load(off int64) error {
 	n := int(min(int64(cap(s.buf)), s.size-off))
 	s.winOff, s.winLen = off, 0 // invalid until fully loaded
-	if s.inOneRegion(off, off+int64(n)) {
-		if w, ok := s.mapper.window(off, n); ok {
-			s.win, s.winLen = w, n
-			return s.markZeros()
+	if s.mapper != nil {
+		// A Fixed splitter never reads a hole unit (fillFixed skips them,
+		// markZeros marks them without reading): its windows with holes
+		// are mapped too, but not populated, so that only the data pages
+		// read are faulted in and no hole gets a page in the page cache.
+		one := s.inOneRegion(off, off+int64(n))
+		if one || s.p.Method == Fixed {
+			if w, ok := s.mapper.window(off, n, one); ok {
+				s.win, s.winLen, s.winHoles = w, n, !one
+				return s.markZeros()
+			}
 		}
 	}
 	s.mapper.release()
@@ -434,15 +443,12 @@ func (s *Splitter) load(off int64) error {
 		cur = b
 	}
 	clear(buf[cur-off:])
-	s.win, s.winLen = buf, n
+	s.win, s.winLen, s.winHoles = buf, n, false
 	return s.markZeros()
 }
 
 // inOneRegion reports whether [off, end) lies in one data region.
 func (s *Splitter) inOneRegion(off, end int64) bool {
-	if s.mapper == nil {
-		return false
-	}
 	i := sort.Search(len(s.regions), func(i int) bool { return s.regions[i].End() > off })
 	return i < len(s.regions) && s.regions[i].Offset <= off && s.regions[i].End() >= end
 }
@@ -463,7 +469,12 @@ func (s *Splitter) markZeros() error {
 	s.zeros = slices.Grow(s.zeros[:0], n)[:n]
 	mark := func(lo, hi int) {
 		for i := lo; i < hi; i++ {
-			s.zeros[i] = IsZero(s.win[i*unit : min((i+1)*unit, s.winLen)])
+			a, b := i*unit, min((i+1)*unit, s.winLen)
+			if s.winHoles && s.nextData(s.winOff+int64(a)) >= s.winOff+int64(b) {
+				s.zeros[i] = true // a hole: never read through the mapping
+				continue
+			}
+			s.zeros[i] = IsZero(s.win[a:b])
 		}
 	}
 	if s.workers <= 1 || s.winLen < parallelMin {
