@@ -166,6 +166,9 @@ type DB struct {
 	// see filterWanted) and no merge runs.
 	filter     *treeFilter
 	treeMisses atomic.Int64
+	// lookedUp counts the ids looked up since the mapped pages were last
+	// dropped (see sliced).
+	lookedUp atomic.Int64
 	// merged counts the merges that moved entries out of pending, bumped
 	// under mu as they go. A lookup that misses in a read transaction
 	// opened before such a move, and then in pending after it, missed an

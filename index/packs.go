@@ -802,7 +802,11 @@ func (db *DB) sliced(n int, view func(tx *bolt.Tx, lo, hi int, moved func() bool
 		if err != nil {
 			return err
 		}
-		if n > lookupSlice {
+		// Many small lookups (a push asks a batch at a time) map as much
+		// of the file as a few large ones: drop after every lookupSlice
+		// ids in all.
+		if n > lookupSlice || db.lookedUp.Add(int64(next-lo)) >= lookupSlice {
+			db.lookedUp.Store(0)
 			db.dropResident()
 		}
 		lo = next

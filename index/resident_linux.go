@@ -14,10 +14,11 @@ import (
 // the file meanwhile. Failure only means the pages stay mapped.
 //
 // Merge calls it after each transaction, AddLocalFile after each range of
-// ids, and lookups of more than one slice after each slice (see sliced);
-// smaller lookups do not (the filter keeps a push's misses off the tree): a
-// push of a 4 GiB memory file that dropped the pages after every
-// LookupMany took 44 s instead of 26 s, refaulting them.
+// ids, and lookups after every lookupSlice ids, in one call or in many
+// (see sliced): a push of a 4 GiB memory file that dropped the pages after
+// every LookupMany took 44 s instead of 26 s, refaulting them, and one
+// that never dropped them mapped the whole index when it re-pushed known
+// content (every lookup a hit: peak RSS 252-272 -> 192 MiB).
 func (db *DB) dropResident() {
 	_ = db.bolt.View(func(tx *bolt.Tx) error {
 		dropMapped(tx)
